@@ -1,0 +1,126 @@
+"""Network building blocks shared by models and guides.
+
+Every block accepts any number of leading batch dimensions: a decoder called on
+``z`` of shape ``(K, N, z_dim)`` (K vectorized particles) returns ``(K, N, x_dim)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "softplus": nn.Softplus,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+# Smallest standard deviation a Gaussian encoder or decoder reports: keeps log-densities
+# finite when a softplus or exp underflows.
+MIN_SCALE = 1e-5
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def mlp(sizes: Sequence[int], act: str, *, final_activation: bool = False) -> nn.Sequential:
+    """Fully connected network ``sizes[0] -> ... -> sizes[-1]`` with ``act`` between layers."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(activation(act))
+    return nn.Sequential(*layers)
+
+
+def _softplus_scale(raw: torch.Tensor) -> torch.Tensor:
+    return F.softplus(raw) + MIN_SCALE
+
+
+def _exp_scale(raw: torch.Tensor) -> torch.Tensor:
+    return raw.clamp(-20.0, 10.0).exp() + MIN_SCALE
+
+
+SCALE_TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "softplus": _softplus_scale,
+    "exp": _exp_scale,
+}
+
+
+def scale_transform(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Map unconstrained outputs to a standard deviation >= MIN_SCALE.
+
+    ``"softplus"`` (default) grows linearly, so large outputs cannot overflow; ``"exp"``
+    clamps its argument to [-20, 10] first.
+    """
+    if name not in SCALE_TRANSFORMS:
+        raise ValueError(f"unknown scale transform {name!r}; choose 'softplus' or 'exp'")
+    return SCALE_TRANSFORMS[name]
+
+
+class ConvEncoder(nn.Module):
+    """28x28 (or any multiple of 4) image -> features, two stride-2 convolutions."""
+
+    def __init__(self, image_shape: Sequence[int], channels: Sequence[int], act: str):
+        super().__init__()
+        c, h, w = image_shape
+        if h % 4 or w % 4:
+            raise ValueError(f"conv nets need height and width divisible by 4, got {h}x{w}")
+        c1, c2 = channels
+        self.image_shape = tuple(image_shape)
+        self.net = nn.Sequential(
+            nn.Conv2d(c, c1, 4, stride=2, padding=1), activation(act),  # (B, c1, h/2, w/2)
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1), activation(act),  # (B, c2, h/4, w/4)
+            nn.Flatten(),
+        )
+        self.out_features = c2 * (h // 4) * (w // 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[:-1]  # x: (*batch, c*h*w), flat images
+        h = self.net(x.reshape(-1, *self.image_shape))  # (B, features)
+        return h.reshape(*batch, self.out_features)
+
+
+class ConvDecoder(nn.Module):
+    """features -> flat image logits or means, mirror of :class:`ConvEncoder`."""
+
+    def __init__(self, in_features: int, image_shape: Sequence[int], channels: Sequence[int],
+                 act: str):
+        super().__init__()
+        c, h, w = image_shape
+        if h % 4 or w % 4:
+            raise ValueError(f"conv nets need height and width divisible by 4, got {h}x{w}")
+        c1, c2 = channels
+        self.seed_shape = (c2, h // 4, w // 4)
+        self.fc = nn.Sequential(nn.Linear(in_features, c2 * (h // 4) * (w // 4)), activation(act))
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), activation(act),  # (B, c1, h/2,
+            nn.ConvTranspose2d(c1, c, 4, stride=2, padding=1),  # w/2) -> (B, c, h, w)
+        )
+        self.out_features = c * h * w
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        batch = z.shape[:-1]  # z: (*batch, in_features)
+        h = self.fc(z.reshape(-1, z.shape[-1])).reshape(-1, *self.seed_shape)
+        return self.net(h).reshape(*batch, self.out_features)  # (*batch, c*h*w)
+
+
+class StandardNormal(nn.Module):
+    """The prior p(z) = N(0, I) over ``(dim,)`` vectors; its tensors follow ``.to(device)``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.Normal(self.loc, self.scale).to_event(1)
