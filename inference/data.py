@@ -1,0 +1,129 @@
+"""Datasets as tensors that live on the training device, and their minibatches.
+
+:class:`TensorData` holds flat data ``x`` of shape (N, D) with optional labels ``y`` (N,);
+with ``binarize="dynamic"`` every minibatch is a fresh Bernoulli draw from the pixel
+intensities (Salakhutdinov & Murray 2008), made on the device. Any ``torch.utils.data.Dataset``
+works too, through :class:`LoaderData`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from inference.check import DataError
+
+Batch = tuple[torch.Tensor, torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """Flat data ``x`` (N, D) and optional labels ``y`` (N,), with how they are served.
+
+    ``binarize="dynamic"`` serves ``bernoulli(x)`` afresh in every minibatch and needs x in
+    [0, 1]. ``info`` records where the data came from; it is saved with every run.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    binarize: str = "none"
+    image_shape: tuple[int, ...] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not torch.is_tensor(self.x) or self.x.dim() < 2:
+            raise DataError(f"x must be a tensor of shape (N, D), got "
+                            f"{getattr(self.x, 'shape', type(self.x).__name__)}")
+        if self.y is not None and (not torch.is_tensor(self.y) or len(self.y) != len(self.x)):
+            raise DataError(f"y must be a tensor with one entry per row of x ({len(self.x)})")
+        if self.binarize not in ("none", "dynamic"):
+            raise ValueError(f"binarize must be 'none' or 'dynamic', got {self.binarize!r}")
+        if not self.x.is_floating_point():
+            raise DataError(f"x must be floating point, got {self.x.dtype}; for pixel bytes use "
+                            f"x.float() / 255")
+        bad = ~torch.isfinite(self.x)
+        if bad.any():
+            row = int(bad.nonzero()[0, 0])
+            raise DataError(f"x has {int(bad.sum())} NaN or infinite values (first in row {row});"
+                            f" drop or impute them before training")
+        if self.binarize == "dynamic" and (self.x.min() < 0 or self.x.max() > 1):
+            raise DataError(f"dynamic binarization draws Bernoulli(x) and needs x in [0, 1], got "
+                            f"range {self.x.min().item():g} to {self.x.max().item():g}; "
+                            f"divide pixel bytes by 255")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.x.shape[1:]
+
+    def to(self, device: torch.device | str) -> TensorData:
+        y = None if self.y is None else self.y.to(device)
+        return replace(self, x=self.x.to(device), y=y)
+
+    def serve(self, idx: torch.Tensor | slice) -> Batch:
+        x = self.x[idx]
+        if self.binarize == "dynamic":
+            x = torch.bernoulli(x)
+        return x, None if self.y is None else self.y[idx]
+
+    def batches(self, batch_size: int, *, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[Batch]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator).to(self.x.device) if shuffle else None
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            yield self.serve(slice(start, stop) if order is None else order[start:stop])
+
+    def head(self, n: int) -> Batch:
+        return self.serve(slice(0, n))
+
+
+class LoaderData:
+    """A ``torch.utils.data.Dataset`` of ``x`` or ``(x, y)`` items, batched by a DataLoader."""
+
+    def __init__(self, dataset: Dataset, device: torch.device | str = "cpu", **loader_kwargs):
+        self.dataset, self.device, self.loader_kwargs = dataset, torch.device(device), loader_kwargs
+        self.info = {"name": type(dataset).__name__, "n": len(dataset)}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def to(self, device: torch.device | str) -> LoaderData:
+        return LoaderData(self.dataset, device, **self.loader_kwargs)
+
+    def _split(self, item) -> Batch:
+        items = list(item) if isinstance(item, (tuple, list)) else [item]
+        x, y = items[0], items[1] if len(items) > 1 else None
+        y = None if y is None else y.to(self.device, non_blocking=True)
+        return x.to(self.device, non_blocking=True), y
+
+    def batches(self, batch_size: int, *, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[Batch]:
+        loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=shuffle,
+                            generator=generator, pin_memory=self.device.type == "cuda",
+                            **self.loader_kwargs)
+        for item in loader:
+            yield self._split(item)
+
+    def head(self, n: int) -> Batch:
+        return next(iter(self.batches(n)))
+
+
+def as_data(data: Any) -> TensorData | LoaderData:
+    """Accept a tensor, an ``(x, y)`` pair, a :class:`TensorData` or a torch ``Dataset``."""
+    if isinstance(data, (TensorData, LoaderData)):
+        return data
+    if torch.is_tensor(data):
+        return TensorData(data)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
+        return TensorData(data[0], data[1])
+    if isinstance(data, Dataset):
+        return LoaderData(data)
+    raise TypeError(f"data must be a tensor, an (x, y) pair, TensorData or a torch Dataset, "
+                    f"got {type(data).__name__}")
