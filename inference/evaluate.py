@@ -1,0 +1,39 @@
+"""Scores of a trained pair, read from Pyro traces of the pair itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import ELBO, Trace_ELBO
+
+from inference.data import as_data
+
+
+def loss_value(loss: ELBO, model, guide, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """The ELBO loss of a batch as a tensor, without a gradient and without a host sync
+    where the objective allows it (``differentiable_loss``)."""
+    if hasattr(loss, "differentiable_loss"):
+        return loss.differentiable_loss(model, guide, x, y).detach()
+    return torch.as_tensor(loss.loss(model, guide, x, y), device=x.device)
+
+
+@torch.no_grad()
+def evaluate_elbo(model, guide, data: Any, *, loss: ELBO | None = None,
+                  batch_size: int = 1000) -> float:
+    """Mean ELBO per data point in nats, ``E_q[log p(x, z) - log q(z | x)]``.
+
+    ``data`` is anything :func:`~inference.fit` accepts; ``loss`` is the Pyro estimator
+    (default ``Trace_ELBO()``: one sample of z per data point; ``TraceMeanField_ELBO()``
+    uses the closed-form KL).
+    """
+    loss = Trace_ELBO() if loss is None else loss
+    data = as_data(data)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    data = data.to(device)
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    with pyro.validation_enabled(False):
+        for x, y in data.batches(batch_size):
+            total += loss_value(loss, model, guide, x, y)
+    return -total.item() / len(data)

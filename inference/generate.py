@@ -1,0 +1,45 @@
+"""New data from a model, and reconstructions through a guide: both run the pair itself."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.poutine as poutine
+import torch
+
+
+def _device(module) -> torch.device:
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
+@torch.no_grad()
+def sample(model, n: int, *, y: torch.Tensor | None = None, mean: bool = False,
+           sites: tuple[str, ...] = ("z", "x")) -> dict[str, torch.Tensor]:
+    """Draw ``n`` samples of the model's sites by running ``model(None, y)``.
+
+    The model runs once inside an outer ``pyro.plate("samples", n, dim=-2)``, so all ``n``
+    draws are vectorized. Without ``y`` each returned tensor has shape ``(n, *event)``;
+    with labels ``y`` of shape (M,) it has shape ``(n, M, *event)``: n draws per label.
+    ``mean=True`` returns the likelihood's mean (pixel probabilities) for ``x`` instead of
+    a draw.
+    """
+    y = None if y is None else y.to(_device(model))
+    with pyro.plate("samples", n, dim=-2):
+        tr = poutine.trace(model).get_trace(None, y)
+    out = {}
+    for name in sites:
+        site = tr.nodes[name]
+        value = site["fn"].mean if (mean and name == "x") else site["value"]
+        value = value.expand(site["fn"].shape()) if mean and name == "x" else value
+        out[name] = value.squeeze(-1 - len(site["fn"].event_shape)) if y is None else value
+    return out
+
+
+@torch.no_grad()
+def reconstruct(model, guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                mean: bool = True) -> torch.Tensor:
+    """Encode ``x`` with the guide, decode with the model: the likelihood's mean (or a draw)."""
+    x = x.to(_device(model))
+    guide_tr = poutine.trace(guide).get_trace(x, y)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(None, y)
+    site = model_tr.nodes["x"]
+    return site["fn"].mean if mean else site["value"]

@@ -1,0 +1,226 @@
+"""One training loop for every model/guide pair and every Pyro objective."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from tqdm.auto import tqdm
+
+from inference.check import check_pair, check_support
+from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from inference.data import TensorData, as_data
+from inference.evaluate import evaluate_elbo
+
+LOG_EVERY = 50  # steps between reads of the running loss (one host sync each)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class History:
+    """Per-epoch records: ``epoch``, ``train_elbo``, ``test_elbo`` (nats per data point;
+    None without test data), ``seconds``, ``steps``."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def train_elbo(self) -> list[float]:
+        return [r["train_elbo"] for r in self.records]
+
+    @property
+    def test_elbo(self) -> list[float | None]:
+        return [r["test_elbo"] for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.records[i]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False; "
+                         "use device='cpu' or 'auto'")
+    return device
+
+
+def parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Trainable parameters of several modules, each once."""
+    seen: dict[int, torch.nn.Parameter] = {}
+    for m in modules:
+        for p in m.parameters():
+            if p.requires_grad:
+                seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def _rng_state() -> dict[str, Any]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda, "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(state["python"])
+
+
+def check_dataset(model, data) -> None:
+    """Check every observed value of a tensor dataset against the model's likelihood."""
+    if isinstance(data, TensorData) and data.binarize == "none":
+        tr = pyro.poutine.trace(model).get_trace(*data.head(2))
+        check_support("x", tr.nodes["x"]["fn"].support, data.x)
+
+
+class Trainer:
+    """The state of one training run: pair, objective, optimizer, history."""
+
+    def __init__(self, model, guide, loss: ELBO, optimizer: torch.optim.Optimizer, *,
+                 seed: int | None, clip_norm: float | None, progress: bool):
+        self.model, self.guide, self.loss, self.optimizer = model, guide, loss, optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.seed, self.clip_norm, self.progress = seed, clip_norm, progress
+        self.history = History()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """One gradient step; returns the batch loss as a device tensor (no host sync)."""
+        if hasattr(self.loss, "differentiable_loss"):
+            loss = self.loss.differentiable_loss(self.model, self.guide, x, y)
+            loss.backward()
+            value = loss.detach()
+        else:  # objectives such as RenyiELBO only offer loss_and_grads
+            value = torch.as_tensor(self.loss.loss_and_grads(self.model, self.guide, x, y))
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value
+
+    def train_epoch(self, data, epoch: int, epochs: int, batch_size: int) -> tuple[float, int]:
+        """Mean training objective per data point (as an ELBO, in nats) and steps taken."""
+        order = torch.Generator().manual_seed(1_000_003 * (self.seed or 0) + epoch)
+        n_steps = math.ceil(len(data) / batch_size)
+        bar = tqdm(total=n_steps, desc=f"epoch {epoch}/{epochs}", disable=not self.progress,
+                   leave=False, dynamic_ncols=True)
+        total, seen = None, 0
+        with bar, pyro.validation_enabled(False):
+            for i, (x, y) in enumerate(data.batches(batch_size, shuffle=True, generator=order)):
+                value = self.step(x, y).to(torch.float64)
+                total = value if total is None else total + value
+                seen += len(x)
+                if (i + 1) % LOG_EVERY == 0 or i + 1 == n_steps:
+                    running = total.item() / seen  # the one host sync per LOG_EVERY steps
+                    if not math.isfinite(running):
+                        raise TrainingDiverged(f"the loss became {running} in epoch {epoch} "
+                                               f"before step {i + 1}")
+                    bar.set_postfix(elbo=f"{-running:.2f}", refresh=False)
+                bar.update()
+        return -total.item() / seen, n_steps
+
+    def state(self, config: dict | None) -> dict[str, Any]:
+        return {"format": 1, "epoch": len(self.history), "model": self.model.state_dict(),
+                "guide": self.guide.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "history": self.history.records, "rng": _rng_state(), "config": config or {}}
+
+    def restore(self, state: dict[str, Any], path: Path) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.guide.load_state_dict(state["guide"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            first = str(e).splitlines()[0]
+            raise CheckpointError(f"checkpoint {path} does not fit this model and guide "
+                                  f"({first}); resume with the configuration that wrote it") from e
+        self.history = History(list(state["history"]))
+        _set_rng_state(state["rng"])
+
+
+# Objectives whose value is the plain ELBO, E_q[log p(x, z) - log q(z | x)].
+_PLAIN_ELBOS = (Trace_ELBO, TraceMeanField_ELBO, TraceEnum_ELBO, TraceGraph_ELBO)
+
+
+def _default_eval_loss(loss: ELBO) -> ELBO:
+    """The training objective where it estimates the plain ELBO, else ``Trace_ELBO()``."""
+    return loss if type(loss) in _PLAIN_ELBOS else Trace_ELBO()
+
+
+def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
+        epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
+        optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer] | None = None,
+        device: str | torch.device | None = None, seed: int | None = 0,
+        checkpoint: str | Path | None = None, resume: bool = False,
+        eval_loss: ELBO | None = None, eval_batch_size: int = 1000,
+        clip_norm: float | None = None, progress: bool = True, config: dict | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> History:
+    """Train ``guide`` and ``model`` jointly by stochastic variational inference.
+
+    ``train``/``test``: a tensor (N, D), an ``(x, y)`` pair, :class:`TensorData` or a torch
+    ``Dataset``. ``loss``: any Pyro ELBO (default ``Trace_ELBO()``). ``optimizer``: a
+    function of the parameters (default ``torch.optim.Adam(params, lr=lr)``): one optimizer
+    over all parameters of model and guide. The pair and the data are checked once
+    (:func:`~inference.check_pair`), then the hot loop runs with Pyro's validation off.
+    ``checkpoint``: written atomically after every epoch; ``resume=True`` continues from
+    it. ``test_elbo`` uses ``eval_loss`` (default: the objective if it estimates the plain
+    ELBO, else ``Trace_ELBO()``). Returns the :class:`History`.
+    """
+    device = resolve_device(device)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    model.to(device)
+    guide.to(device)
+    train = as_data(train).to(device)
+    test = None if test is None else as_data(test).to(device)
+    check_pair(model, guide, *train.head(min(batch_size, len(train))))
+    for data in (train, test):
+        if data is not None:
+            check_dataset(model, data)
+    loss = Trace_ELBO() if loss is None else loss
+    eval_loss = _default_eval_loss(loss) if eval_loss is None else eval_loss
+    make_opt = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
+    trainer = Trainer(model, guide, loss, make_opt(parameters(model, guide)), seed=seed,
+                      clip_norm=clip_norm, progress=progress)
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        trainer.restore(load_checkpoint(checkpoint), Path(checkpoint))
+    for epoch in range(len(trainer.history) + 1, epochs + 1):
+        start = time.perf_counter()
+        try:
+            train_elbo, steps = trainer.train_epoch(train, epoch, epochs, batch_size)
+        except TrainingDiverged as e:
+            kept = (f"the checkpoint of epoch {epoch - 1} is kept at {checkpoint}"
+                    if checkpoint is not None and epoch > 1 else "no checkpoint was written")
+            raise TrainingDiverged(f"{e}; {kept}; try a smaller learning rate") from None
+        test_elbo = None if test is None else evaluate_elbo(
+            model, guide, test, loss=eval_loss, batch_size=eval_batch_size)
+        record = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test_elbo,
+                  "seconds": time.perf_counter() - start, "steps": steps}
+        trainer.history.records.append(record)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, trainer.state(config))
+        if progress:
+            tqdm.write(epoch_summary(record))
+        if on_epoch is not None:
+            on_epoch(record)
+    return trainer.history
+
+
+def epoch_summary(r: dict[str, Any]) -> str:
+    """One line per epoch: ``epoch 3: train ELBO -120.41  test ELBO -118.20  (5.2 s)``."""
+    test = "" if r["test_elbo"] is None else f"  test ELBO {r['test_elbo']:.2f}"
+    return f"epoch {r['epoch']}: train ELBO {r['train_elbo']:.2f}{test}  ({r['seconds']:.1f} s)"
