@@ -1,0 +1,16 @@
+"""Everything that runs a model/guide pair: checking, data, training, checkpoints, scores."""
+
+from inference.check import DataError, PairError, check_pair, check_support
+from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from inference.data import LoaderData, TensorData, as_data
+from inference.datasets import DATASETS, load_dataset, resolve_data_dir
+from inference.evaluate import evaluate_elbo
+from inference.generate import reconstruct, sample
+from inference.train import History, TrainingDiverged, fit, resolve_device
+
+__all__ = [
+    "DATASETS", "CheckpointError", "DataError", "History", "LoaderData", "PairError",
+    "TensorData", "TrainingDiverged", "as_data", "check_pair", "check_support", "evaluate_elbo",
+    "fit", "load_checkpoint", "load_dataset", "reconstruct", "resolve_data_dir",
+    "resolve_device", "sample", "save_checkpoint",
+]

@@ -1,0 +1,98 @@
+"""Console scripts. Thin: parse flags, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from guides import GUIDES
+from inference.check import DataError, PairError
+from inference.checkpoint import CheckpointError
+from inference.datasets import BINARIZE, DATASETS, ENV_VAR
+from inference.runs import LOSSES, RunConfig, train_run
+from inference.train import TrainingDiverged
+from models import MODELS
+from models.nets import ACTIVATIONS
+
+# Errors a user can fix; they are printed as one line, without a traceback.
+USER_ERRORS = (DataError, PairError, CheckpointError, TrainingDiverged, FileExistsError,
+               ValueError, TypeError)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 400,400, "
+                                         f"got {text!r}") from None
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object like '{\"mean\": \"sigmoid\"}'")
+    return value
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vae-train", description="Train a model/guide pair by SVI.")
+    a = p.add_argument
+    a("--model", choices=list(MODELS), help="generative model (default bernoulli_mlp)")
+    a("--guide", choices=list(GUIDES), help="encoder (default gaussian_mlp)")
+    a("--z-dim", type=int, help="latent size, for model and guide (class default: 50)")
+    a("--hidden", type=_widths, help="hidden widths, e.g. 400,400 (model and guide)")
+    a("--activation", choices=list(ACTIVATIONS), help="hidden activation (model and guide)")
+    a("--model-config", type=_json_dict, help="other model arguments as JSON")
+    a("--guide-config", type=_json_dict, help="other guide arguments as JSON")
+    a("--dataset", choices=DATASETS, help="default: embedded (a 10,000-image MNIST subset)")
+    a("--binarize", choices=BINARIZE, help="pixels: dynamic (default), static or none")
+    a("--loss", choices=list(LOSSES), help="objective: trace (default), meanfield, tracegraph")
+    a("--num-particles", type=int, help="samples of z per data point in the objective")
+    a("--epochs", type=int, help="default 10")
+    a("--batch-size", type=int, help="default 128")
+    a("--lr", type=float, help="Adam learning rate, default 1e-3")
+    a("--seed", type=int, help="default 0")
+    a("--device", help="auto (default: CUDA when available), cpu, cuda, cuda:1")
+    a("--out", type=Path, help="run folder (default runs/<date>-<time>)")
+    a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    a("--data-dir", type=Path, help=f"data folder (default ${ENV_VAR}, else ~/.cache/...)")
+    a("--no-download", action="store_true", help="never download; fail if data is missing")
+    a("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _config(args: argparse.Namespace) -> tuple[RunConfig, set[str]]:
+    given = {k: v for k, v in vars(args).items()
+             if k in RunConfig.__dataclass_fields__ and v is not None}
+    return RunConfig(**given), set(given)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out, the folder of the run to continue")
+    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        config, explicit = _config(args)
+        metrics = train_run(config, out, resume=args.resume, explicit=explicit,
+                            data_dir=args.data_dir, download=not args.no_download,
+                            progress=not args.quiet)
+    except USER_ERRORS as e:
+        parser.exit(2, f"vae-train: error: {e}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"vae-train: interrupted; finished epochs are saved in {out}; "
+                         f"continue with: vae-train --out {out} --resume\n")
+    print(f"final test ELBO: {metrics['test_elbo']:.2f} nats per image after "
+          f"{metrics['epochs']} epochs; run saved in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train_main())

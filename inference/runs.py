@@ -1,0 +1,179 @@
+"""A training run as a folder: its configuration, checkpoint and metrics.
+
+``out/config.json`` holds the :class:`RunConfig`, the resolved model and guide configs and
+the data that was used; ``out/checkpoint.pt`` the state after the last finished epoch;
+``out/metrics.json`` the per-epoch history and the final scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+
+from guides import GUIDES, make_guide
+from inference.checkpoint import CheckpointError, load_checkpoint, load_json, save_json
+from inference.data import TensorData
+from inference.datasets import load_dataset
+from inference.train import epoch_summary, fit, resolve_device
+from models import MODELS, make_model
+
+LOSSES: dict[str, type[ELBO]] = {
+    "trace": Trace_ELBO,  # one Monte Carlo sample of log p(x, z) - log q(z | x)
+    "meanfield": TraceMeanField_ELBO,  # closed-form KL(q || p) where Pyro knows it
+    "tracegraph": TraceGraph_ELBO,  # Rao-Blackwellized score-function terms
+}
+# RunConfig fields a resumed run may change; the others must match the saved run.
+RESUMABLE = ("epochs", "device")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run; saved as JSON beside its checkpoint."""
+
+    model: str = "bernoulli_mlp"
+    guide: str = "gaussian_mlp"
+    z_dim: int | None = None  # None: the class's default
+    hidden: tuple[int, ...] | None = None
+    activation: str | None = None
+    model_config: dict[str, Any] = field(default_factory=dict)
+    guide_config: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "embedded"
+    binarize: str = "dynamic"
+    loss: str = "trace"
+    num_particles: int = 1
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        for kind, name, names in (("model", self.model, MODELS), ("guide", self.guide, GUIDES),
+                                  ("loss", self.loss, LOSSES)):
+            if name not in names:
+                raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: tuple(v) if k == "hidden" and v is not None else v
+             for k, v in d.items() if k in known}
+        return cls(**d)
+
+
+def make_loss(config: RunConfig) -> ELBO:
+    return LOSSES[config.loss](num_particles=config.num_particles,
+                               vectorize_particles=config.num_particles > 1, max_plate_nesting=1)
+
+
+def _module_config(cls: type, config: RunConfig, extra: dict, data: TensorData) -> dict:
+    """Shared flags and the data's shape, for the constructor arguments ``cls`` accepts."""
+    accepts = inspect.signature(cls).parameters
+    shared = {"z_dim": config.z_dim, "hidden": config.hidden, "activation": config.activation,
+              "x_dim": data.event_shape.numel(), "image_shape": data.image_shape}
+    out = {k: v for k, v in shared.items() if v is not None and k in accepts}
+    return {**out, **extra}
+
+
+def build_pair(config: RunConfig, data: TensorData):
+    """Model and guide of a run, sized for ``data``."""
+    model_cls, guide_cls = MODELS[config.model], GUIDES[config.guide]
+    model = make_model(config.model, **_module_config(model_cls, config, config.model_config, data))
+    guide = make_guide(config.guide, **_module_config(guide_cls, config, config.guide_config, data))
+    return model, guide
+
+
+def _resumed_config(out: Path, asked: RunConfig, explicit: set[str]) -> RunConfig:
+    saved = RunConfig.from_json(load_json(out / "config.json")["run"])
+    for name in explicit - set(RESUMABLE):
+        if getattr(asked, name) != getattr(saved, name):
+            raise ValueError(f"{name} {getattr(asked, name)!r} differs from the resumed run's "
+                             f"{getattr(saved, name)!r}; a resumed run keeps its configuration "
+                             f"(only {' and '.join(RESUMABLE)} may change)")
+    return dataclasses.replace(saved, **{k: getattr(asked, k) for k in RESUMABLE
+                                         if k in explicit})
+
+
+def load_data(config: RunConfig, data_dir=None, download: bool = True):
+    kw = {"binarize": config.binarize, "data_dir": data_dir, "download": download,
+          "seed": config.seed}
+    return load_dataset(config.dataset, "train", **kw), load_dataset(config.dataset, "test", **kw)
+
+
+def describe_data(train: TensorData, test: TensorData) -> str:
+    i = train.info
+    return (f"data: {i['name']} train {i['n']} x {'x'.join(map(str, i['shape']))} "
+            f"({i['binarize']} binarization), test {test.info['n']} ({test.info['binarize']}), "
+            f"from {i['folder']}")
+
+
+def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
+              explicit: set[str] | None = None, data_dir=None, download: bool = True,
+              progress: bool = True, log=print) -> dict[str, Any]:
+    """Train the pair of ``config`` into the folder ``out``; returns the metrics it saves.
+
+    With ``resume=True`` the saved configuration of ``out`` is used; ``explicit`` names the
+    fields the caller set on purpose, which must agree with it (except epochs and device).
+    """
+    out = Path(out)
+    ckpt = out / "checkpoint.pt"
+    if resume and (out / "config.json").exists():
+        config = _resumed_config(out, config, explicit or set())
+    elif ckpt.exists():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or "
+                              f"choose another --out")
+    pyro.set_rng_seed(config.seed)
+    train, test = load_data(config, data_dir, download)
+    log(describe_data(train, test))
+    model, guide = build_pair(config, train)
+    device = resolve_device(config.device)
+    log(f"pair: {config.model} + {config.guide}, loss {config.loss}, device {device}, "
+        f"{config.epochs} epochs of batch {config.batch_size}, lr {config.lr}, seed {config.seed}")
+    saved = {"run": config.to_json(), "model": model.config, "guide": guide.config,
+             "data": {"train": train.info, "test": test.info},
+             "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__),
+                          "python": platform.python_version()}}
+    save_json(out / "config.json", saved)
+    start = time.perf_counter()
+    history = fit(model, guide, train, test=test, loss=make_loss(config), epochs=config.epochs,
+                  batch_size=config.batch_size, lr=config.lr, device=device, seed=config.seed,
+                  checkpoint=ckpt, resume=resume, progress=progress, config=saved,
+                  on_epoch=None if progress else lambda r: log(epoch_summary(r)))
+    metrics = {"test_elbo": history.test_elbo[-1], "train_elbo": history.train_elbo[-1],
+               "epochs": len(history), "seconds_this_session": time.perf_counter() - start,
+               "device": str(device), "data": saved["data"], "history": history.records}
+    save_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def load_run(out: str | Path, device: str | torch.device | None = "cpu"):
+    """Model and guide of a run folder with its trained weights, plus its saved config.
+
+    The checkpoint is read with ``weights_only=True``; the modules are rebuilt from the
+    registry names and resolved configs saved in ``config.json``.
+    """
+    out = Path(out)
+    state = load_checkpoint(out / "checkpoint.pt")
+    saved = state.get("config") or load_json(out / "config.json")
+    try:
+        model = MODELS.make(**saved["model"])
+        guide = GUIDES.make(**saved["guide"])
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{out} does not hold a loadable run: {e}") from e
+    device = resolve_device(device)
+    return model.to(device).eval(), guide.to(device).eval(), saved
