@@ -1,0 +1,39 @@
+import os
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    # Tests read data through the project's own setting and never download. CI sets
+    # VAE_LAB_DATA; a checkout with ../shared beside it gets the same folder by default.
+    if not os.environ.get("VAE_LAB_DATA") and SHARED_DATA.is_dir():
+        os.environ["VAE_LAB_DATA"] = str(SHARED_DATA)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_validate():
+    pyro.set_rng_seed(0)
+    with pyro.validation_enabled(True):
+        yield
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    from inference import resolve_data_dir
+
+    path = resolve_data_dir()
+    if not (path / "MNIST" / "raw").is_dir():
+        pytest.skip(f"MNIST is not in {path}; set VAE_LAB_DATA to the shared data folder")
+    return path
+
+
+@pytest.fixture
+def binary_x() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.bernoulli(torch.full((64, 784), 0.3), generator=g)

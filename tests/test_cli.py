@@ -1,0 +1,84 @@
+"""vae-train: files it writes, what it prints, its one-line errors, kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from inference import load_checkpoint
+from inference.cli import train_main
+from inference.runs import load_run
+
+FAST = ["--epochs", "1", "--hidden", "32", "--z-dim", "4", "--quiet"]
+
+
+def test_train_writes_checkpoint_config_metrics_and_prints_test_elbo(tmp_path, capsys):
+    assert train_main([*FAST, "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "data: embedded train 10000 x 784 (dynamic binarization)" in out
+    assert "epoch 1: train ELBO" in out and "final test ELBO: -" in out
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert config["model"]["hidden"] == [32] and config["guide"]["z_dim"] == 4
+    assert config["data"]["test"]["n"] == 2000
+    assert metrics["epochs"] == 1 and metrics["test_elbo"] == metrics["history"][0]["test_elbo"]
+    assert f"{metrics['test_elbo']:.2f}" in out
+    model, guide, saved = load_run(tmp_path / "run")
+    assert saved["run"]["model"] == "bernoulli_mlp" and model.z_dim == guide.z_dim == 4
+
+
+def _error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        train_main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 or err.startswith("usage:"), err
+    return err
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert train_main([*FAST, "--out", run]) == 0
+    assert "already holds a run; pass --resume" in _error([*FAST, "--out", run], capsys)
+    assert "--resume needs --out" in _error(["--resume"], capsys)
+    err = _error([*FAST, "--out", run, "--resume", "--lr", "0.1"], capsys)
+    assert "lr 0.1 differs from the resumed run's 0.001" in err
+    missing = _error([*FAST, "--dataset", "mnist", "--data-dir", str(tmp_path / "none"),
+                      "--no-download", "--out", str(tmp_path / "r2")], capsys)
+    assert "MNIST/raw" in missing and "--data-dir" in missing
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    assert "corrupted, truncated" in _error([*FAST, "--out", run, "--resume", "--epochs", "2"],
+                                            capsys)
+    pair = _error([*FAST, "--model-config", '{"z_dim": 8}', "--out", str(tmp_path / "r3")],
+                  capsys)
+    assert "site 'z'" in pair and "(4,)" in pair and "(8,)" in pair
+
+
+def test_sigkill_mid_epoch_then_resume_finishes_as_if_never_killed(tmp_path):
+    args = ["--epochs", "4", "--hidden", "256", "--z-dim", "16", "--quiet"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "inference.cli", *args]
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # into the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    epoch = load_checkpoint(killed / "checkpoint.pt")["epoch"]  # whole, never half-written
+    assert 1 <= epoch < 4
+    subprocess.run([*cmd, "--out", str(killed), "--resume"], env=env, check=True,
+                   capture_output=True)
+    subprocess.run([*cmd, "--out", str(straight)], env=env, check=True, capture_output=True)
+    resumed = json.loads((killed / "metrics.json").read_text())["history"]
+    expected = json.loads((straight / "metrics.json").read_text())["history"]
+    strip = lambda h: [(r["epoch"], r["train_elbo"], r["test_elbo"]) for r in h]  # noqa: E731
+    assert strip(resumed) == strip(expected)

@@ -1,0 +1,100 @@
+"""Every registered guide trains with every registered model of the same data shape."""
+
+import inspect
+import itertools
+
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from guides import GUIDES, make_guide
+from inference import check_pair, fit
+from inference.train import Trainer, parameters
+from models import MODELS, make_model
+
+SMALL = {"z_dim": 4}
+
+
+def _small(registry, name):
+    accepts = inspect.signature(registry[name]).parameters
+    config = dict(SMALL)
+    if "hidden" in accepts:
+        config["hidden"] = (32,)
+    return config
+
+
+@pytest.mark.parametrize("model_name,guide_name", list(itertools.product(MODELS, GUIDES)))
+def test_every_pair_takes_a_finite_step(model_name, guide_name, binary_x):
+    model = make_model(model_name, **_small(MODELS, model_name))
+    guide = make_guide(guide_name, **_small(GUIDES, guide_name))
+    x = binary_x[:16]
+    check_pair(model, guide, x)
+    params = parameters(model, guide)
+    before = [p.detach().clone() for p in params]
+    opt = torch.optim.Adam(params, lr=1e-2)
+    trainer = Trainer(model, guide, Trace_ELBO(), opt, seed=0, clip_norm=None, progress=False)
+    loss = trainer.step(x, None)
+    assert torch.isfinite(loss)
+    names = [n for m in (model, guide) for n, _ in m.named_parameters()]
+    unchanged = [n for n, b, p in zip(names, before, params, strict=True) if torch.equal(b, p)]
+    assert not unchanged
+
+
+def test_registry_lists_the_issue_names():
+    assert {"bernoulli_mlp", "gaussian_mlp", "conv"} <= set(MODELS)
+    assert {"gaussian_mlp", "conv"} <= set(GUIDES)
+
+
+def test_make_records_resolved_config():
+    model = make_model("bernoulli_mlp", z_dim=3)
+    assert model.config == {"name": "bernoulli_mlp", "x_dim": 784, "z_dim": 3,
+                            "hidden": [400], "activation": "softplus"}
+
+
+def test_unknown_names_and_arguments_are_named():
+    with pytest.raises(KeyError, match="unknown model 'vae'.*bernoulli_mlp"):
+        make_model("vae")
+    with pytest.raises(TypeError, match="guide 'gaussian_mlp'.*depth"):
+        make_guide("gaussian_mlp", depth=3)
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        make_model("bernoulli_mlp", activation="gelu")
+    with pytest.raises(ValueError, match="unknown scale transform 'abs'"):
+        make_guide("gaussian_mlp", scale="abs")
+
+
+def test_a_model_registered_elsewhere_trains_with_fit(binary_x):
+    """Adding a model is one decorator in one file (here: in the test)."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.nn import PyroModule
+
+    from models import data_plate, register_model
+    from models.nets import StandardNormal
+
+    @register_model("test_logistic_pca")
+    class LogisticPCA(PyroModule):
+        def __init__(self, x_dim=784, z_dim=4):
+            super().__init__()
+            self.prior = StandardNormal(z_dim)
+            self.linear = torch.nn.Linear(z_dim, x_dim)
+
+        def forward(self, x=None, y=None):
+            with data_plate(x, y):
+                z = pyro.sample("z", self.prior())
+                return pyro.sample("x", dist.Bernoulli(logits=self.linear(z)).to_event(1), obs=x)
+
+    try:
+        assert "test_logistic_pca" in MODELS
+        model = make_model("test_logistic_pca")
+        history = fit(model, make_guide("gaussian_mlp", z_dim=4, hidden=(16,)), binary_x,
+                      epochs=2, batch_size=32, progress=False)
+        assert len(history) == 2 and all(torch.isfinite(torch.tensor(history.train_elbo)))
+    finally:
+        MODELS._classes.pop("test_logistic_pca")
+
+
+def test_duplicate_registration_is_refused():
+    from models import register_model
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("bernoulli_mlp")(type("Other", (), {}))

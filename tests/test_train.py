@@ -1,0 +1,181 @@
+"""The training loop: reproducible, resumable, safe on divergence and on a crash."""
+
+import pickle
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.nn import PyroModule
+from torch.utils.data import TensorDataset
+
+from guides import make_guide
+from inference import CheckpointError, TrainingDiverged, evaluate_elbo, fit, load_checkpoint
+from inference.checkpoint import save_checkpoint
+from models import data_plate, make_model
+from models.nets import StandardNormal
+
+SMALL = {"z_dim": 4, "hidden": (32,)}
+
+
+def small_pair():
+    torch.manual_seed(0)
+    return make_model("bernoulli_mlp", **SMALL), make_guide("gaussian_mlp", **SMALL)
+
+
+def flat_params(*modules):
+    return torch.cat([p.detach().flatten() for m in modules for p in m.parameters()])
+
+
+def test_history_is_in_nats_per_point_and_improves(binary_x):
+    model, guide = small_pair()
+    history = fit(model, guide, binary_x, test=binary_x[:32], epochs=5, batch_size=16,
+                  lr=1e-2, progress=False)
+    assert [r["epoch"] for r in history.records] == [1, 2, 3, 4, 5]
+    assert history.test_elbo[-1] > history.test_elbo[0]
+    # nats per point: the per-point mean of Pyro's summed loss, under the same draws
+    x = binary_x[:32]
+    pyro.set_rng_seed(1)
+    ours = evaluate_elbo(model, guide, x)
+    pyro.set_rng_seed(1)
+    assert ours == pytest.approx(-Trace_ELBO().loss(model, guide, x) / len(x), rel=1e-6)
+
+
+def test_same_seed_same_result_on_cpu(binary_x):
+    runs = []
+    for _ in range(2):
+        model, guide = small_pair()
+        history = fit(model, guide, binary_x, epochs=2, batch_size=16, seed=7, progress=False)
+        runs.append((flat_params(model, guide), history.train_elbo))
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    model, guide = small_pair()
+    fit(model, guide, binary_x, epochs=2, batch_size=16, seed=8, progress=False)
+    assert not torch.equal(flat_params(model, guide), runs[0][0])
+
+
+def test_resume_equals_an_uninterrupted_run(binary_x, tmp_path):
+    model, guide = small_pair()
+    straight = fit(model, guide, binary_x, test=binary_x[:8], epochs=4, batch_size=16,
+                   progress=False)
+    expected = flat_params(model, guide)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    model, guide = small_pair()
+    fit(model, guide, binary_x, test=binary_x[:8], epochs=2, batch_size=16, checkpoint=ckpt,
+        progress=False)
+    model, guide = small_pair()  # a fresh process would rebuild the pair from scratch
+    resumed = fit(model, guide, binary_x, test=binary_x[:8], epochs=4, batch_size=16,
+                  checkpoint=ckpt, resume=True, progress=False)
+    assert torch.equal(flat_params(model, guide), expected)
+    assert resumed.train_elbo == straight.train_elbo and resumed.test_elbo == straight.test_elbo
+    assert load_checkpoint(ckpt)["epoch"] == 4
+
+
+class Exploding(PyroModule):
+    """A model whose likelihood turns NaN once ``broken`` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.prior = StandardNormal(4)
+        self.linear = torch.nn.Linear(4, 784)
+        self.broken = False
+
+    def forward(self, x=None, y=None):
+        with data_plate(x, y):
+            z = pyro.sample("z", self.prior())
+            logits = self.linear(z) * (torch.nan if self.broken else 1.0)
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")  # Pyro's own NaN warning
+def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(binary_x, tmp_path):
+    model, guide = Exploding(), make_guide("gaussian_mlp", **SMALL)
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def break_after_two(record):
+        model.broken = record["epoch"] >= 2
+
+    with pytest.raises(TrainingDiverged, match="loss became nan in epoch 3.*checkpoint of "
+                                               "epoch 2 is kept.*smaller learning rate"):
+        fit(model, guide, binary_x, epochs=5, batch_size=16, checkpoint=ckpt, progress=False,
+            on_epoch=break_after_two)
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_a_failed_write_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
+    ckpt = tmp_path / "checkpoint.pt"
+    save_checkpoint(ckpt, {"epoch": 1, "w": torch.ones(3)})
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(ckpt, {"epoch": 2, "w": torch.zeros(3)})
+    monkeypatch.undo()
+    assert load_checkpoint(ckpt)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left
+
+
+def test_corrupted_and_unsafe_checkpoints_are_refused(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    save_checkpoint(ckpt, {"epoch": 1, "w": torch.ones(1000)})
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupted, truncated or not a checkpoint"):
+        load_checkpoint(ckpt)
+    evil = tmp_path / "evil.pt"
+    with open(evil, "wb") as f:  # a pickle that would run code when loaded without weights_only
+        pickle.dump(type("Payload", (), {"__reduce__": lambda self: (print, ("owned",))})(), f)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(evil)
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_resuming_with_another_model_names_the_mismatch(binary_x, tmp_path):
+    model, guide = small_pair()
+    fit(model, guide, binary_x, epochs=1, checkpoint=tmp_path / "c.pt", progress=False)
+    other = make_model("bernoulli_mlp", z_dim=4, hidden=(16,))
+    with pytest.raises(CheckpointError, match="does not fit this model and guide"):
+        fit(other, guide, binary_x, epochs=2, checkpoint=tmp_path / "c.pt", resume=True,
+            progress=False)
+
+
+@pytest.mark.parametrize("loss", [
+    Trace_ELBO(), TraceMeanField_ELBO(), TraceGraph_ELBO(),
+    Trace_ELBO(num_particles=3, vectorize_particles=True, max_plate_nesting=1),
+    RenyiELBO(alpha=0, num_particles=3, max_plate_nesting=1),  # offers no differentiable_loss
+])
+def test_any_pyro_objective_trains(binary_x, loss):
+    model, guide = small_pair()
+    before = flat_params(model, guide)
+    history = fit(model, guide, binary_x, epochs=1, batch_size=16, loss=loss, progress=False)
+    assert torch.isfinite(torch.tensor(history.train_elbo)).all()
+    assert not torch.equal(before, flat_params(model, guide))
+
+
+def test_inputs_as_pairs_and_torch_datasets(binary_x):
+    labels = torch.arange(len(binary_x)) % 10
+    for data in ((binary_x, labels), TensorDataset(binary_x, labels), TensorDataset(binary_x)):
+        model, guide = small_pair()
+        history = fit(model, guide, data, test=data, epochs=1, batch_size=16, progress=False)
+        assert len(history) == 1 and history.test_elbo[0] < 0
+
+
+def test_asking_for_missing_cuda_is_clear():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="'cuda' was asked for.*device='cpu'"):
+        fit(*small_pair(), torch.zeros(4, 784), device="cuda", progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_cuda_keeps_data_on_the_device(binary_x):
+    model, guide = small_pair()
+    history = fit(model, guide, binary_x, test=binary_x, epochs=2, device="cuda", progress=False)
+    assert next(model.parameters()).is_cuda and next(guide.parameters()).is_cuda
+    assert history.test_elbo[-1] > history.test_elbo[0] - 5
