@@ -28,9 +28,9 @@ def sample(model, n: int, *, y: torch.Tensor | None = None, mean: bool = False,
     out = {}
     for name in sites:
         site = tr.nodes[name]
-        value = site["fn"].mean if (mean and name == "x") else site["value"]
-        value = value.expand(site["fn"].shape()) if mean and name == "x" else value
-        out[name] = value.squeeze(-1 - len(site["fn"].event_shape)) if y is None else value
+        fn = site["fn"]
+        value = fn.mean.expand(fn.shape()) if mean and name == "x" else site["value"]
+        out[name] = value.squeeze(-1 - len(fn.event_shape)) if y is None else value
     return out
 
 

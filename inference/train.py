@@ -134,6 +134,18 @@ class Trainer:
                 bar.update()
         return -total.item() / seen, n_steps
 
+    def run_epoch(self, train, test, epoch: int, epochs: int, batch_size: int,
+                  eval_loss: ELBO, eval_batch_size: int) -> dict[str, Any]:
+        """Train one epoch, score the test data, and append the epoch's record."""
+        start = time.perf_counter()
+        train_elbo, steps = self.train_epoch(train, epoch, epochs, batch_size)
+        test_elbo = None if test is None else evaluate_elbo(
+            self.model, self.guide, test, loss=eval_loss, batch_size=eval_batch_size)
+        record = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test_elbo,
+                  "seconds": time.perf_counter() - start, "steps": steps}
+        self.history.records.append(record)
+        return record
+
     def state(self, config: dict | None) -> dict[str, Any]:
         return {"format": 1, "epoch": len(self.history), "model": self.model.state_dict(),
                 "guide": self.guide.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -183,14 +195,7 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     device = resolve_device(device)
     if seed is not None:
         pyro.set_rng_seed(seed)
-    model.to(device)
-    guide.to(device)
-    train = as_data(train).to(device)
-    test = None if test is None else as_data(test).to(device)
-    check_pair(model, guide, *train.head(min(batch_size, len(train))))
-    for data in (train, test):
-        if data is not None:
-            check_dataset(model, data)
+    train, test = _prepare(model, guide, train, test, device, batch_size)
     loss = Trace_ELBO() if loss is None else loss
     eval_loss = _default_eval_loss(loss) if eval_loss is None else eval_loss
     make_opt = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
@@ -199,18 +204,13 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     if resume and checkpoint is not None and Path(checkpoint).exists():
         trainer.restore(load_checkpoint(checkpoint), Path(checkpoint))
     for epoch in range(len(trainer.history) + 1, epochs + 1):
-        start = time.perf_counter()
         try:
-            train_elbo, steps = trainer.train_epoch(train, epoch, epochs, batch_size)
+            record = trainer.run_epoch(train, test, epoch, epochs, batch_size, eval_loss,
+                                       eval_batch_size)
         except TrainingDiverged as e:
             kept = (f"the checkpoint of epoch {epoch - 1} is kept at {checkpoint}"
                     if checkpoint is not None and epoch > 1 else "no checkpoint was written")
             raise TrainingDiverged(f"{e}; {kept}; try a smaller learning rate") from None
-        test_elbo = None if test is None else evaluate_elbo(
-            model, guide, test, loss=eval_loss, batch_size=eval_batch_size)
-        record = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test_elbo,
-                  "seconds": time.perf_counter() - start, "steps": steps}
-        trainer.history.records.append(record)
         if checkpoint is not None:
             save_checkpoint(checkpoint, trainer.state(config))
         if progress:
@@ -218,6 +218,19 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
         if on_epoch is not None:
             on_epoch(record)
     return trainer.history
+
+
+def _prepare(model, guide, train, test, device: torch.device, batch_size: int):
+    """Move the pair and the data to ``device`` once, and check them once."""
+    model.to(device)
+    guide.to(device)
+    train = as_data(train).to(device)
+    test = None if test is None else as_data(test).to(device)
+    check_pair(model, guide, *train.head(min(batch_size, len(train))))
+    for data in (train, test):
+        if data is not None:
+            check_dataset(model, data)
+    return train, test
 
 
 def epoch_summary(r: dict[str, Any]) -> str:
