@@ -89,8 +89,9 @@ def train_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         parser.exit(130, f"vae-train: interrupted; finished epochs are saved in {out}; "
                          f"continue with: vae-train --out {out} --resume\n")
-    print(f"final test ELBO: {metrics['test_elbo']:.2f} nats per image after "
-          f"{metrics['epochs']} epochs; run saved in {out}")
+    epochs = f"{metrics['epochs']} epoch{'s' * (metrics['epochs'] != 1)}"
+    print(f"final test ELBO: {metrics['test_elbo']:.2f} nats per image after {epochs}; "
+          f"run saved in {out}")
     return 0
 
 
