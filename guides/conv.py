@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from torch import nn
 
 from guides import register_guide
 from models import data_plate
+from models.distributions import DiagNormal
 from models.nets import ConvEncoder, mlp, scale_transform
 
 
@@ -47,4 +47,4 @@ class ConvGuide(PyroModule):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         with data_plate(x, y):
             loc, raw = self.head(self.trunk(x)).chunk(2, dim=-1)  # (N, z_dim) each
-            return pyro.sample("z", dist.Normal(loc, self.to_scale(raw)).to_event(1))
+            return pyro.sample("z", DiagNormal(loc, self.to_scale(raw)))

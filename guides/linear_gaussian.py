@@ -11,6 +11,7 @@ from torch import nn
 
 from guides import register_guide
 from models import data_plate
+from models.distributions import DiagNormal
 
 
 @register_guide("linear_gaussian")
@@ -50,7 +51,7 @@ class LinearGaussianGuide(PyroModule):
             if self.covariance == "full":
                 fn = dist.MultivariateNormal(loc, scale_tril=self.scale_tril)
             else:
-                fn = dist.Normal(loc, self.scale).to_event(1)
+                fn = DiagNormal(loc, self.scale)
             return pyro.sample("z", fn)
 
     @torch.no_grad()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
 from models import data_plate, register_model
+from models.distributions import BernoulliPixels
 from models.nets import StandardNormal, mlp
 
 
@@ -39,4 +39,4 @@ class BernoulliMLP(PyroModule):
         with data_plate(x, y):
             z = pyro.sample("z", self.prior())
             logits = self.decoder(z)  # (*particles, N, x_dim)
-            return pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+            return pyro.sample("x", BernoulliPixels(logits), obs=x)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from torch import nn
 
 from models import data_plate, register_model
+from models.distributions import BernoulliPixels
 from models.nets import ConvDecoder, StandardNormal, mlp
 
 
@@ -51,4 +51,4 @@ class ConvBernoulli(PyroModule):
         with data_plate(x, y):
             z = pyro.sample("z", self.prior())
             logits = self.decoder(z)  # (*particles, N, c*h*w)
-            return pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+            return pyro.sample("x", BernoulliPixels(logits), obs=x)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
 from models import data_plate, register_model
+from models.distributions import DiagNormal
 from models.nets import StandardNormal, mlp
 
 
@@ -53,4 +53,4 @@ class GaussianMLP(PyroModule):
             loc = self.decoder(z)  # (*particles, N, x_dim)
             if self.mean == "sigmoid":
                 loc = torch.sigmoid(loc)
-            return pyro.sample("x", dist.Normal(loc, self.scale).to_event(1), obs=x)
+            return pyro.sample("x", DiagNormal(loc, self.scale), obs=x)

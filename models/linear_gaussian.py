@@ -10,6 +10,7 @@ from pyro.nn import PyroModule, PyroParam
 from torch import nn
 
 from models import data_plate, register_model
+from models.distributions import DiagNormal
 from models.nets import StandardNormal
 
 
@@ -48,7 +49,7 @@ class LinearGaussian(PyroModule):
         with data_plate(x, y):
             z = pyro.sample("z", self.prior())
             loc = z @ self.weight.T + self.bias  # (*particles, N, D)
-            return pyro.sample("x", dist.Normal(loc, self.noise).to_event(1), obs=x)
+            return pyro.sample("x", DiagNormal(loc, self.noise.expand(self.x_dim)), obs=x)
 
     def marginal(self) -> dist.MultivariateNormal:
         """p(x) = N(b, W Wᵀ + σ² I)."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import pyro.distributions as dist
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from models.distributions import DiagNormal
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "softplus": nn.Softplus,
@@ -122,5 +123,5 @@ class StandardNormal(nn.Module):
         self.register_buffer("loc", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
 
-    def forward(self) -> dist.TorchDistribution:
-        return dist.Normal(self.loc, self.scale).to_event(1)
+    def forward(self) -> DiagNormal:
+        return DiagNormal(self.loc, self.scale)
