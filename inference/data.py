@@ -83,6 +83,11 @@ class TensorData:
     def head(self, n: int) -> Batch:
         return self.serve(slice(0, n))
 
+    def take(self, n: int) -> TensorData:
+        """The first ``n`` rows, served the same way."""
+        y = None if self.y is None else self.y[:n]
+        return replace(self, x=self.x[:n], y=y, info={**self.info, "n": min(n, len(self))})
+
 
 class LoaderData:
     """A ``torch.utils.data.Dataset`` of ``x`` or ``(x, y)`` items, batched by a DataLoader."""

@@ -1,0 +1,89 @@
+"""The numbers a paper reports for a VAE, from one importance-sampling pass.
+
+* test NLL = −mean log p̂(x) with K importance samples (Burda et al. 2016), in nats and
+  in bits per dimension, with two standard errors: the Monte Carlo one of the estimator
+  (delta method, √(1/ESS − 1/K) per point) and the sampling one of the test set;
+* the ELBO, its reconstruction term E_q[log p(x | z)] and KL = reconstruction − ELBO,
+  each averaged over the same K particles;
+* active units (Burda et al. 2016, section 5.2): latent dimension j is active when
+  Cov_x(E_q[z_j | x]) > 0.01;
+* Pareto k̂ of the importance weights (Vehtari et al. 2024), see :mod:`inference.diagnostics`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from inference.data import as_data
+from inference.diagnostics import KHAT_BAD, khat_summary, psis_khat
+from inference.marginal import importance_sample
+
+ACTIVE_THRESHOLD = 0.01
+
+
+def active_units(latent_means: dict[str, torch.Tensor],
+                 threshold: float = ACTIVE_THRESHOLD) -> dict[str, int]:
+    """Per latent site ``z*``: how many dimensions have Cov_x(E_q[z_j | x]) > threshold."""
+    return {name: int((m.var(0) > threshold).sum()) for name, m in latent_means.items()
+            if name.startswith("z")}
+
+
+def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int | None = None,
+          batch_size: int | None = None, khat: bool = True,
+          progress: bool = False) -> tuple[dict, dict]:
+    """Summary scores of a pair on ``data`` and per-point tensors (nll, nll_mc_stderr, khat).
+
+    All scores are per data point, in nats (log p and ELBO: higher is better; NLL: lower).
+    """
+    data = as_data(data)
+    s = importance_sample(model, guide, data, num_samples=num_samples, chunk_size=chunk_size,
+                          batch_size=batch_size, return_log_weights=khat, progress=progress)
+    nll = -s.log_likelihood.double()
+    n, dims = len(nll), data.head(1)[0][0].numel()
+    mc_se = s.mc_stderr.double()
+    summary: dict[str, Any] = {
+        "n": n, "num_samples": num_samples,
+        "nll": nll.mean().item(),
+        "nll_mc_stderr": (mc_se.pow(2).sum().sqrt() / n).item(),
+        "nll_data_stderr": (nll.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+        "bits_per_dim": nll.mean().item() / (dims * math.log(2)),
+        "elbo": s.elbo.double().mean().item(),
+        "reconstruction": s.log_lik.double().mean().item(),
+        "kl": (s.log_lik.double() - s.elbo.double()).mean().item(),
+        "active_units": active_units(s.latent_means),
+        "latent_dims": {k: v.shape[-1] for k, v in s.latent_means.items() if k.startswith("z")},
+        "ess_median": s.ess.double().median().item(),
+    }
+    points = {"nll": nll.float().cpu(), "nll_mc_stderr": mc_se.float().cpu()}
+    if khat:
+        diag = psis_khat(s.log_weights)
+        summary.update(khat_summary(diag.khat))
+        points["khat"] = diag.khat.float().cpu()
+    return summary, points
+
+
+def format_scores(s: dict[str, Any]) -> str:
+    """A plain-text table of :func:`score`'s summary, with a warning line on bad k̂."""
+    units = ", ".join(f"{k}: {v} / {s['latent_dims'][k]}" for k, v in s["active_units"].items())
+    lines = [
+        f"points {s['n']}, importance samples K = {s['num_samples']}",
+        f"  NLL             {s['nll']:9.2f} nats  ± {s['nll_mc_stderr']:.3f} (Monte Carlo)  "
+        f"± {s['nll_data_stderr']:.2f} (test set)",
+        f"  bits per dim    {s['bits_per_dim']:9.4f}",
+        f"  ELBO            {s['elbo']:9.2f} nats",
+        f"  reconstruction  {s['reconstruction']:9.2f} nats",
+        f"  KL              {s['kl']:9.2f} nats",
+        f"  active units    {units}",
+        f"  ESS (median)    {s['ess_median']:9.1f} of {s['num_samples']}",
+    ]
+    if "khat_max" in s:
+        lines.append(f"  Pareto k̂        {100 * s['share_khat_above_0.7']:.1f}% of points above "
+                     f"{KHAT_BAD} (max {s['khat_max']:.2f}, median {s['khat_median']:.2f})")
+        if s["share_khat_above_0.7"] > 0:
+            lines.append(f"warning: {100 * s['share_khat_above_0.7']:.1f}% of points have "
+                         f"k̂ > {KHAT_BAD}: their log p(x) estimates are unreliable; the guide "
+                         f"is a poor proposal there")
+    return "\n".join(lines)
