@@ -12,7 +12,7 @@ from guides import GUIDES
 from inference.check import DataError, PairError
 from inference.checkpoint import CheckpointError
 from inference.datasets import BINARIZE, DATASETS, ENV_VAR
-from inference.runs import LOSSES, RunConfig, train_run
+from inference.runs import LOSSES, RunConfig, evaluate_run, train_run
 from inference.train import TrainingDiverged
 from models import MODELS
 from models.nets import ACTIVATIONS
@@ -63,8 +63,41 @@ def train_parser() -> argparse.ArgumentParser:
     a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     a("--data-dir", type=Path, help=f"data folder (default ${ENV_VAR}, else ~/.cache/...)")
     a("--no-download", action="store_true", help="never download; fail if data is missing")
+    a("--eval-samples", type=int, default=0, metavar="K",
+      help="after training, score the test set with K importance samples (as vae-eval)")
     a("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vae-eval", description="Importance-weighted test NLL and diagnostics of a run.")
+    a = p.add_argument
+    a("run", type=Path, help="run folder written by vae-train")
+    a("--split", default="test", help="split of the run's dataset (default test)")
+    a("--num-samples", type=int, default=5000, metavar="K", help="importance samples per point")
+    a("--limit", type=int, help="score only the first N points")
+    a("--chunk-size", type=int, help="particles per chunk (default: sized to bound memory)")
+    a("--batch-size", type=int, help="data points per pass (default: sized to bound memory)")
+    a("--seed", type=int, default=0)
+    a("--device", default="auto", help="auto (default), cpu, cuda")
+    a("--data-dir", type=Path, help=f"data folder (default ${ENV_VAR})")
+    a("--no-download", action="store_true", help="never download; fail if data is missing")
+    a("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    parser = eval_parser()
+    args = parser.parse_args(argv)
+    try:
+        evaluate_run(args.run, split=args.split, num_samples=args.num_samples, limit=args.limit,
+                     chunk_size=args.chunk_size, batch_size=args.batch_size, seed=args.seed,
+                     device=args.device, data_dir=args.data_dir,
+                     download=not args.no_download, progress=not args.quiet)
+    except USER_ERRORS as e:
+        parser.exit(2, f"vae-eval: error: {e}\n")
+    return 0
 
 
 def _config(args: argparse.Namespace) -> tuple[RunConfig, set[str]]:
@@ -92,6 +125,13 @@ def train_main(argv: list[str] | None = None) -> int:
     epochs = f"{metrics['epochs']} epoch{'s' * (metrics['epochs'] != 1)}"
     print(f"final test ELBO: {metrics['test_elbo']:.2f} nats per image after {epochs}; "
           f"run saved in {out}")
+    if args.eval_samples > 0:
+        try:
+            evaluate_run(out, num_samples=args.eval_samples, device=args.device or "auto",
+                         data_dir=args.data_dir, download=not args.no_download,
+                         progress=not args.quiet)
+        except USER_ERRORS as e:
+            parser.exit(2, f"vae-train: error: {e}\n")
     return 0
 
 

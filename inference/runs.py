@@ -20,7 +20,13 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from guides import GUIDES, make_guide
-from inference.checkpoint import CheckpointError, load_checkpoint, load_json, save_json
+from inference.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_json,
+    save_checkpoint,
+    save_json,
+)
 from inference.data import TensorData
 from inference.datasets import load_dataset
 from inference.train import epoch_summary, fit, resolve_device
@@ -167,7 +173,7 @@ def load_run(out: str | Path, device: str | torch.device | None = "cpu"):
     """
     out = Path(out)
     state = load_checkpoint(out / "checkpoint.pt")
-    saved = state.get("config") or load_json(out / "config.json")
+    saved = {**(state.get("config") or load_json(out / "config.json")), "epoch": state["epoch"]}
     try:
         model = MODELS.make(**saved["model"])
         guide = GUIDES.make(**saved["guide"])
@@ -177,3 +183,34 @@ def load_run(out: str | Path, device: str | torch.device | None = "cpu"):
         raise CheckpointError(f"{out} does not hold a loadable run: {e}") from e
     device = resolve_device(device)
     return model.to(device).eval(), guide.to(device).eval(), saved
+
+
+def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 5000,
+                 limit: int | None = None, chunk_size: int | None = None,
+                 batch_size: int | None = None, seed: int = 0, device: str = "auto",
+                 data_dir=None, download: bool = True, progress: bool = True,
+                 log=print) -> dict[str, Any]:
+    """Score a run folder's pair on a split of its dataset; writes ``eval-<split>.json``
+    (the summary) and ``eval-<split>-points.pt`` (per-point NLL, its error and k̂)."""
+    from inference.scores import format_scores, score
+
+    out = Path(out)
+    model, guide, saved = load_run(out, device)
+    run = RunConfig.from_json(saved["run"])
+    data = load_dataset(run.dataset, split, binarize=run.binarize, data_dir=data_dir,
+                        download=download, seed=run.seed)
+    data = data if limit is None else data.take(limit)
+    log(f"run {out}: {run.model} + {run.guide}, {saved['epoch']} epochs; "
+        f"{data.info['name']} {split} ({data.info['binarize']})")
+    pyro.set_rng_seed(seed)
+    start = time.perf_counter()
+    summary, points = score(model, guide, data, num_samples=num_samples, chunk_size=chunk_size,
+                            batch_size=batch_size, progress=progress)
+    summary.update({"run": str(out), "split": split, "seed": seed, "data": data.info,
+                    "seconds": time.perf_counter() - start,
+                    "device": str(next(model.parameters()).device)})
+    log(format_scores(summary))
+    save_json(out / f"eval-{split}.json", summary)
+    save_checkpoint(out / f"eval-{split}-points.pt", points)
+    log(f"wrote {out / f'eval-{split}.json'} and eval-{split}-points.pt")
+    return summary
