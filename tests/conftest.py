@@ -34,6 +34,19 @@ def data_dir() -> Path:
 
 
 @pytest.fixture
+def linear_model():
+    """A float64 linear-Gaussian model, x_dim 6, z_dim 2, with a random bias: the oracle."""
+    from models import make_model
+
+    torch.manual_seed(3)
+    model = make_model("linear_gaussian", x_dim=6, z_dim=2, init_noise=0.7,
+                       init_weight_scale=1.0).double()
+    with torch.no_grad():
+        model.bias.copy_(torch.randn(6, dtype=torch.float64))
+    return model
+
+
+@pytest.fixture
 def binary_x() -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     return torch.bernoulli(torch.full((64, 784), 0.3), generator=g)

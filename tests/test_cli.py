@@ -82,3 +82,11 @@ def test_sigkill_mid_epoch_then_resume_finishes_as_if_never_killed(tmp_path):
     expected = json.loads((straight / "metrics.json").read_text())["history"]
     strip = lambda h: [(r["epoch"], r["train_elbo"], r["test_elbo"]) for r in h]  # noqa: E731
     assert strip(resumed) == strip(expected)
+
+
+def test_train_can_evaluate_at_the_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main([*FAST, "--out", str(run), "--eval-samples", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "importance samples K = 16" in out and "NLL" in out
+    assert json.loads((run / "eval-test.json").read_text())["n"] == 2000

@@ -11,7 +11,7 @@ from models import data_plate, make_model
 from models.nets import StandardNormal
 
 
-def linear_model():
+def pinned_linear_model():
     torch.manual_seed(0)
     model = make_model("linear_gaussian", x_dim=5, z_dim=2, init_noise=0.3,
                        init_weight_scale=1.0).double()
@@ -21,7 +21,7 @@ def linear_model():
 
 
 def test_samples_follow_the_model_marginal():
-    model = linear_model()
+    model = pinned_linear_model()
     x = sample(model, 40_000)["x"]  # (n, D)
     assert x.shape == (40_000, 5)
     marginal = model.marginal()
@@ -64,7 +64,7 @@ def test_labels_give_n_draws_per_label():
 
 
 def test_reconstruction_replays_the_model_on_the_guide():
-    model = linear_model()
+    model = pinned_linear_model()
     guide = make_guide("linear_gaussian", x_dim=5, z_dim=2, covariance="diagonal").double()
     guide.set_posterior(model)
     with torch.no_grad():

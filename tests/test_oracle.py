@@ -15,18 +15,14 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from guides import make_guide
 from inference import evaluate_elbo, fit
-from models import make_model
 
 D, d, N = 6, 2, 8
 
 
 @pytest.fixture
-def pair():
-    torch.manual_seed(3)
-    model = make_model("linear_gaussian", x_dim=D, z_dim=d, init_noise=0.7,
-                       init_weight_scale=1.0).double()
+def pair(linear_model):
+    model = linear_model
     with torch.no_grad():
-        model.bias.copy_(torch.randn(D, dtype=torch.float64))
         x = model.marginal().sample((N,))  # (N, D) drawn from the model itself
     return model, x
 

@@ -1,0 +1,167 @@
+"""Speed and memory of ``iw_log_likelihood`` against a hand-written PyTorch IWAE estimator.
+
+Same network (``bernoulli_mlp`` + ``gaussian_mlp`` defaults: Pyro's VAE example), same data
+batches, same particle chunks, one process, runs interleaved. Pyro's own
+``vectorized_importance_weights`` is timed too; it returns one joint weight per particle
+for the whole batch, not per data point. Prints data points per second and the peak extra
+memory of each, and their ratios to the reference (throughput: higher is better; memory:
+lower is better). Peak memory is the resident-set high-water mark on the CPU, reset before
+each run with ``/proc/self/clear_refs``, and ``torch.cuda.max_memory_allocated`` on CUDA.
+Timings run first, with the default allocator; the memory runs come after, with every CPU
+buffer over 1 MiB forced to mmap so that freed memory leaves the process and the
+high-water mark sees each run's own peak.
+
+    python benchmarks/bench_eval.py                        # K=5000, 200 MNIST-shaped points
+    python benchmarks/bench_eval.py --points 1000 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import math
+import statistics
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer.importance import vectorized_importance_weights
+from torch.nn import functional as F
+
+from guides import make_guide
+from inference import load_dataset
+from inference.marginal import default_sizes, iw_log_likelihood
+from models import make_model
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@torch.no_grad()
+def reference_iwae(model, guide, x, num_samples, batch, chunk):
+    """Hand-written per-point IWAE estimate with the same network and chunking."""
+    out = []
+    for xb in x.split(batch):
+        loc, raw = guide.head(guide.trunk(xb)).chunk(2, -1)  # (B, d)
+        scale = F.softplus(raw) + 1e-5
+        lse = None
+        for start in range(0, num_samples, chunk):
+            k = min(chunk, num_samples - start)
+            eps = torch.randn(k, *loc.shape, device=x.device)
+            z = loc + scale * eps  # (k, B, d)
+            logits = model.decoder(z)  # (k, B, D)
+            log_px = -F.binary_cross_entropy_with_logits(
+                logits, xb.expand_as(logits), reduction="none").sum(-1)
+            log_pz = (-0.5 * z**2 - 0.5 * LOG_2PI).sum(-1)
+            log_qz = (-0.5 * eps**2 - scale.log() - 0.5 * LOG_2PI).sum(-1)
+            part = torch.logsumexp(log_px + log_pz - log_qz, 0)  # (B,)
+            lse = part if lse is None else torch.logaddexp(lse, part)
+        out.append(lse - math.log(num_samples))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def pyro_vectorized(model, guide, x, num_samples, batch, chunk):
+    """Pyro's vectorized_importance_weights: a joint weight per particle for each batch."""
+    out = []
+    for xb in x.split(batch):
+        lse = None
+        for start in range(0, num_samples, chunk):
+            k = min(chunk, num_samples - start)
+            lw, _, _ = vectorized_importance_weights(model, guide, xb, num_samples=k,
+                                                     max_plate_nesting=1)
+            part = torch.logsumexp(lw, 0)
+            lse = part if lse is None else torch.logaddexp(lse, part)
+        out.append(lse - math.log(num_samples))
+    return torch.stack(out)
+
+
+class PeakMemory:
+    """Peak extra memory of a block, in MiB (RSS high-water mark on CPU, allocator on CUDA)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        if device.type == "cpu":  # mmap every buffer over 1 MiB so that free returns it
+            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+    def _rss(self, key: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"{key} not in /proc/self/status")
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+            self.base = self._rss("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        else:
+            peak = self._rss("VmHWM")
+        self.mib = (peak - self.base) / 2**20
+
+
+def seconds(fn, device) -> float:
+    pyro.set_rng_seed(0)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def peak_mib(fn, device) -> float:
+    pyro.set_rng_seed(0)
+    with PeakMemory(device) as mem:
+        fn()
+    return mem.mib
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--points", type=int, default=200)
+    p.add_argument("--num-samples", type=int, default=5000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = make_model("bernoulli_mlp").to(device).eval()
+    guide = make_guide("gaussian_mlp").to(device).eval()
+    x = load_dataset("embedded", "test").x[: args.points].to(device)
+    batch, chunk = default_sizes(len(x), x.shape[1], args.num_samples, None, None)
+    print(f"{args.points} points x K={args.num_samples} on {device}: batches of {batch} points,"
+          f" chunks of {chunk} particles, median of {args.repeats}")
+    runs = {
+        "reference": lambda: reference_iwae(model, guide, x, args.num_samples, batch, chunk),
+        "ours": lambda: iw_log_likelihood(model, guide, x, num_samples=args.num_samples),
+        "pyro_vectorized": lambda: pyro_vectorized(model, guide, x, args.num_samples, batch,
+                                                   chunk),
+    }
+    estimates = {name: fn() for name, fn in runs.items()}  # also warms every path up
+    times = {name: [] for name in runs}
+    for _ in range(args.repeats):  # interleaved, so drifts hit every estimator alike
+        for name, fn in runs.items():
+            times[name].append(seconds(fn, device))
+    # Memory last: on the CPU it changes the allocator (mmap for every buffer over 1 MiB),
+    # which would slow the timings above with page faults.
+    peaks = {name: max(peak_mib(fn, device) for _ in range(2)) for name, fn in runs.items()}
+    print(f"mean log p(x): ours {estimates['ours'].mean():.3f}, "
+          f"reference {estimates['reference'].mean():.3f}")
+    ref_t, ref_m = statistics.median(times["reference"]), peaks["reference"]
+    print("estimator        | points/s | peak MiB | throughput ratio | memory ratio")
+    for name in runs:
+        t, m = statistics.median(times[name]), peaks[name]
+        print(f"{name:16s} | {len(x) / t:8.1f} | {m:8.1f} | {ref_t / t:16.3f} | "
+              f"{m / ref_m:12.3f}")
+
+if __name__ == "__main__":
+    main()
