@@ -37,3 +37,26 @@ def evaluate_elbo(model, guide, data: Any, *, loss: ELBO | None = None,
         for x, y in data.batches(batch_size):
             total += loss_value(loss, model, guide, x, y)
     return -total.item() / len(data)
+
+
+@torch.no_grad()
+def elbo_terms(model, guide, data: Any, *, batch_size: int = 1000) -> dict[str, float]:
+    """ELBO, reconstruction E_q[log p(x | z)] and KL = reconstruction − ELBO, per point.
+
+    One draw of z per point, read from traces of the pair (the estimator of Trace_ELBO);
+    the KL is Monte Carlo, so it works for any guide.
+    """
+    from inference.marginal import chunk_log_weights, particle_dim
+
+    data = as_data(data)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    data = data.to(device)
+    dim = particle_dim(model, guide, *data.head(1))
+    elbo = recon = torch.zeros((), device=device, dtype=torch.float64)
+    with pyro.validation_enabled(False):
+        for x, y in data.batches(batch_size):
+            log_w, log_lik, _ = chunk_log_weights(model, guide, x, y, 1, dim)  # (1, B) each
+            elbo, recon = elbo + log_w.sum(), recon + log_lik.sum()
+    n = len(data)
+    return {"elbo": elbo.item() / n, "reconstruction": recon.item() / n,
+            "kl": (recon - elbo).item() / n}

@@ -12,13 +12,13 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO
 from tqdm.auto import tqdm
 
 from inference.check import check_pair, check_support
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from inference.data import TensorData, as_data
-from inference.evaluate import evaluate_elbo
+from inference.evaluate import elbo_terms, evaluate_elbo
 
 LOG_EVERY = 50  # steps between reads of the running loss (one host sync each)
 
@@ -29,8 +29,11 @@ class TrainingDiverged(FloatingPointError):
 
 @dataclass
 class History:
-    """Per-epoch records: ``epoch``, ``train_elbo``, ``test_elbo`` (nats per data point;
-    None without test data), ``seconds``, ``steps``."""
+    """Per-epoch records, in nats per data point: ``train_elbo`` (the training objective's
+    running mean over the epoch), ``test_elbo`` (None without test data),
+    ``{train,test}_reconstruction`` and ``{train,test}_kl`` (E_q[log p(x | z)] and
+    reconstruction − ELBO, on the test set and on the first ``train_eval_points`` training
+    points), plus ``epoch``, ``seconds`` and ``steps``."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -93,10 +96,14 @@ class Trainer:
     """The state of one training run: pair, objective, optimizer, history."""
 
     def __init__(self, model, guide, loss: ELBO, optimizer: torch.optim.Optimizer, *,
-                 seed: int | None, clip_norm: float | None, progress: bool):
+                 seed: int | None, clip_norm: float | None, progress: bool,
+                 eval_loss: ELBO | None = None, eval_batch_size: int = 1000,
+                 train_eval_points: int = 0):
         self.model, self.guide, self.loss, self.optimizer = model, guide, loss, optimizer
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.seed, self.clip_norm, self.progress = seed, clip_norm, progress
+        self.eval_loss, self.eval_batch_size = eval_loss, eval_batch_size
+        self.train_eval_points = train_eval_points
         self.history = History()
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -134,17 +141,28 @@ class Trainer:
                 bar.update()
         return -total.item() / seen, n_steps
 
-    def run_epoch(self, train, test, epoch: int, epochs: int, batch_size: int,
-                  eval_loss: ELBO, eval_batch_size: int) -> dict[str, Any]:
-        """Train one epoch, score the test data, and append the epoch's record."""
+    def run_epoch(self, train, test, epoch: int, epochs: int,
+                  batch_size: int) -> dict[str, Any]:
+        """Train one epoch, score it, and append the epoch's record."""
         start = time.perf_counter()
         train_elbo, steps = self.train_epoch(train, epoch, epochs, batch_size)
-        test_elbo = None if test is None else evaluate_elbo(
-            self.model, self.guide, test, loss=eval_loss, batch_size=eval_batch_size)
-        record = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test_elbo,
-                  "seconds": time.perf_counter() - start, "steps": steps}
+        record: dict[str, Any] = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": None}
+        if self.train_eval_points and isinstance(train, TensorData):
+            terms = elbo_terms(self.model, self.guide, train.take(self.train_eval_points),
+                               batch_size=self.eval_batch_size)
+            record.update(train_reconstruction=terms["reconstruction"], train_kl=terms["kl"])
+        if test is not None:
+            terms = elbo_terms(self.model, self.guide, test, batch_size=self.eval_batch_size)
+            record.update(test_elbo=terms["elbo"], test_reconstruction=terms["reconstruction"],
+                          test_kl=terms["kl"])
+            if self.eval_loss is not None:
+                record["test_elbo"] = evaluate_elbo(self.model, self.guide, test,
+                                                    loss=self.eval_loss,
+                                                    batch_size=self.eval_batch_size)
+        record.update(seconds=time.perf_counter() - start, steps=steps)
         self.history.records.append(record)
         return record
+
 
     def state(self, config: dict | None) -> dict[str, Any]:
         return {"format": 1, "epoch": len(self.history), "model": self.model.state_dict(),
@@ -164,21 +182,13 @@ class Trainer:
         _set_rng_state(state["rng"])
 
 
-# Objectives whose value is the plain ELBO, E_q[log p(x, z) - log q(z | x)].
-_PLAIN_ELBOS = (Trace_ELBO, TraceMeanField_ELBO, TraceEnum_ELBO, TraceGraph_ELBO)
-
-
-def _default_eval_loss(loss: ELBO) -> ELBO:
-    """The training objective where it estimates the plain ELBO, else ``Trace_ELBO()``."""
-    return loss if type(loss) in _PLAIN_ELBOS else Trace_ELBO()
-
-
 def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
         epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
         optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer] | None = None,
         device: str | torch.device | None = None, seed: int | None = 0,
         checkpoint: str | Path | None = None, resume: bool = False,
         eval_loss: ELBO | None = None, eval_batch_size: int = 1000,
+        train_eval_points: int = 2000,
         clip_norm: float | None = None, progress: bool = True, config: dict | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> History:
     """Train ``guide`` and ``model`` jointly by stochastic variational inference.
@@ -189,24 +199,25 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     over all parameters of model and guide. The pair and the data are checked once
     (:func:`~inference.check_pair`), then the hot loop runs with Pyro's validation off.
     ``checkpoint``: written atomically after every epoch; ``resume=True`` continues from
-    it. ``test_elbo`` uses ``eval_loss`` (default: the objective if it estimates the plain
-    ELBO, else ``Trace_ELBO()``). Returns the :class:`History`.
+    it. After every epoch the test set is scored with one draw of z per point (ELBO,
+    reconstruction and KL, see :func:`~inference.evaluate.elbo_terms`), and so are the
+    first ``train_eval_points`` training points (0 turns that off); ``eval_loss`` (a Pyro
+    ELBO) replaces the test ELBO's estimator. Returns the :class:`History`.
     """
     device = resolve_device(device)
     if seed is not None:
         pyro.set_rng_seed(seed)
     train, test = _prepare(model, guide, train, test, device, batch_size)
     loss = Trace_ELBO() if loss is None else loss
-    eval_loss = _default_eval_loss(loss) if eval_loss is None else eval_loss
     make_opt = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
     trainer = Trainer(model, guide, loss, make_opt(parameters(model, guide)), seed=seed,
-                      clip_norm=clip_norm, progress=progress)
+                      clip_norm=clip_norm, progress=progress, eval_loss=eval_loss,
+                      eval_batch_size=eval_batch_size, train_eval_points=train_eval_points)
     if resume and checkpoint is not None and Path(checkpoint).exists():
         trainer.restore(load_checkpoint(checkpoint), Path(checkpoint))
     for epoch in range(len(trainer.history) + 1, epochs + 1):
         try:
-            record = trainer.run_epoch(train, test, epoch, epochs, batch_size, eval_loss,
-                                       eval_batch_size)
+            record = trainer.run_epoch(train, test, epoch, epochs, batch_size)
         except TrainingDiverged as e:
             kept = (f"the checkpoint of epoch {epoch - 1} is kept at {checkpoint}"
                     if checkpoint is not None and epoch > 1 else "no checkpoint was written")
