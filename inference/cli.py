@@ -12,8 +12,9 @@ from guides import GUIDES
 from inference.check import DataError, PairError
 from inference.checkpoint import CheckpointError
 from inference.datasets import BINARIZE, DATASETS, ENV_VAR
-from inference.runs import LOSSES, RunConfig, evaluate_run, train_run
+from inference.runs import LOSSES, TRAIN_FIGURES, RunConfig, evaluate_run, plot_run, train_run
 from inference.train import TrainingDiverged
+from inference.visualize import FIGURES
 from models import MODELS
 from models.nets import ACTIVATIONS
 
@@ -65,6 +66,8 @@ def train_parser() -> argparse.ArgumentParser:
     a("--no-download", action="store_true", help="never download; fail if data is missing")
     a("--eval-samples", type=int, default=0, metavar="K",
       help="after training, score the test set with K importance samples (as vae-eval)")
+    a("--no-figures", action="store_true",
+      help=f"do not write {', '.join(TRAIN_FIGURES)} into <out>/figures at the end")
     a("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -116,7 +119,8 @@ def train_main(argv: list[str] | None = None) -> int:
         config, explicit = _config(args)
         metrics = train_run(config, out, resume=args.resume, explicit=explicit,
                             data_dir=args.data_dir, download=not args.no_download,
-                            progress=not args.quiet)
+                            progress=not args.quiet,
+                            figures=() if args.no_figures else TRAIN_FIGURES)
     except USER_ERRORS as e:
         parser.exit(2, f"vae-train: error: {e}\n")
     except KeyboardInterrupt:
@@ -132,6 +136,32 @@ def train_main(argv: list[str] | None = None) -> int:
                          progress=not args.quiet)
         except USER_ERRORS as e:
             parser.exit(2, f"vae-train: error: {e}\n")
+    return 0
+
+
+def plot_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vae-plot", description="Figures of a trained run as PNG.")
+    a = p.add_argument
+    a("run", type=Path, help="run folder written by vae-train")
+    a("figures", nargs="*", default=["all"], metavar="FIGURE",
+      help=f"any of {', '.join(FIGURES)}, or all (default)")
+    a("--out", type=Path, help="folder for the PNGs (default <run>/figures)")
+    a("--seed", type=int, default=0)
+    a("--device", default="auto", help="auto (default), cpu, cuda")
+    a("--data-dir", type=Path, help=f"data folder (default ${ENV_VAR})")
+    a("--no-download", action="store_true", help="never download; fail if data is missing")
+    return p
+
+
+def plot_main(argv: list[str] | None = None) -> int:
+    parser = plot_parser()
+    args = parser.parse_args(argv)
+    names = list(FIGURES) if args.figures == ["all"] else args.figures
+    try:
+        plot_run(args.run, names, folder=args.out, seed=args.seed, device=args.device,
+                 data_dir=args.data_dir, download=not args.no_download)
+    except USER_ERRORS as e:
+        parser.exit(2, f"vae-plot: error: {e}\n")
     return 0
 
 

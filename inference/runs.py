@@ -30,6 +30,7 @@ from inference.checkpoint import (
 from inference.data import TensorData
 from inference.datasets import load_dataset
 from inference.train import epoch_summary, fit, resolve_device
+from inference.visualize import save_figures
 from models import MODELS, make_model
 
 LOSSES: dict[str, type[ELBO]] = {
@@ -37,6 +38,8 @@ LOSSES: dict[str, type[ELBO]] = {
     "meanfield": TraceMeanField_ELBO,  # closed-form KL(q || p) where Pyro knows it
     "tracegraph": TraceGraph_ELBO,  # Rao-Blackwellized score-function terms
 }
+# Figures vae-train writes into out/figures at the end of every run.
+TRAIN_FIGURES = ("reconstructions", "samples", "curves")
 # RunConfig fields a resumed run may change; the others must match the saved run.
 RESUMABLE = ("epochs", "device")
 
@@ -128,7 +131,7 @@ def describe_data(train: TensorData, test: TensorData) -> str:
 
 def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
               explicit: set[str] | None = None, data_dir=None, download: bool = True,
-              progress: bool = True, log=print) -> dict[str, Any]:
+              progress: bool = True, figures=TRAIN_FIGURES, log=print) -> dict[str, Any]:
     """Train the pair of ``config`` into the folder ``out``; returns the metrics it saves.
 
     With ``resume=True`` the saved configuration of ``out`` is used; ``explicit`` names the
@@ -162,18 +165,42 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
                "epochs": len(history), "seconds_this_session": time.perf_counter() - start,
                "device": str(device), "data": saved["data"], "history": history.records}
     save_json(out / "metrics.json", metrics)
+    if figures:
+        _log_figures(save_figures(model, guide, test, out / "figures", figures,
+                                  records=history.records, seed=config.seed), log)
     return metrics
 
 
+def _log_figures(done: dict, log) -> None:
+    for name, result in done.items():
+        log(f"figure {name}: {result}")
+
+
+def plot_run(out: str | Path, names, *, folder: str | Path | None = None, seed: int = 0,
+             device: str = "auto", data_dir=None, download: bool = True, log=print) -> dict:
+    """Write the named figures of a run folder (default into ``out/figures``)."""
+    out = Path(out)
+    model, guide, saved = load_run(out, device)
+    run = RunConfig.from_json(saved["run"])
+    test = load_dataset(run.dataset, "test", binarize=run.binarize, data_dir=data_dir,
+                        download=download, seed=run.seed)
+    done = save_figures(model, guide, test, Path(folder or out / "figures"), names,
+                        records=saved["history"], seed=seed)
+    _log_figures(done, log)
+    return done
+
+
 def load_run(out: str | Path, device: str | torch.device | None = "cpu"):
-    """Model and guide of a run folder with its trained weights, plus its saved config.
+    """Model and guide of a run folder with its trained weights, plus its saved config
+    (with the checkpoint's ``epoch`` and per-epoch ``history`` added).
 
     The checkpoint is read with ``weights_only=True``; the modules are rebuilt from the
     registry names and resolved configs saved in ``config.json``.
     """
     out = Path(out)
     state = load_checkpoint(out / "checkpoint.pt")
-    saved = {**(state.get("config") or load_json(out / "config.json")), "epoch": state["epoch"]}
+    saved = {**(state.get("config") or load_json(out / "config.json")), "epoch": state["epoch"],
+             "history": state["history"]}
     try:
         model = MODELS.make(**saved["model"])
         guide = GUIDES.make(**saved["guide"])

@@ -1,0 +1,119 @@
+"""The latent space of a pair, as tensors: encode, decode, interpolate, traverse, project.
+
+Everything here runs the pair itself. The guide's ``q(z | x)`` gives encodings (its mean);
+decoding conditions the model's latent site on given values with ``poutine.condition`` and
+reads the likelihood's mean. No figure code: :mod:`inference.figures` draws these tensors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch.distributions import Independent, Normal, kl_divergence
+
+from inference.generate import _device
+
+
+@torch.no_grad()
+def encode(guide, x: torch.Tensor, y: torch.Tensor | None = None, *, site: str = "z",
+           mean: bool = True) -> torch.Tensor:
+    """E_q[z | x] (or one draw) of the guide's latent ``site``, shape (N, z_dim)."""
+    x = x.to(_device(guide))
+    tr = poutine.trace(guide).get_trace(x, None if y is None else y.to(x.device))
+    node = tr.nodes[site]
+    return node["fn"].mean if mean else node["value"]
+
+
+@torch.no_grad()
+def decode(model, z: torch.Tensor, y: torch.Tensor | None = None, *, site: str = "z",
+           mean: bool = True) -> torch.Tensor:
+    """The likelihood's mean (or a draw) of x for given latent values ``z`` (n, z_dim)."""
+    z = z.to(_device(model))
+    if y is not None:  # one code per label: the data plate has len(y) rows
+        conditioned = poutine.condition(model, data={site: z})
+        tr = poutine.trace(conditioned).get_trace(None, y.to(z.device))
+    else:  # the data plate has size 1, so the n codes go in a plate at dim -2
+        conditioned = poutine.condition(model, data={site: z.unsqueeze(-2)})
+        with pyro.plate("samples", len(z), dim=-2):
+            tr = poutine.trace(conditioned).get_trace(None, None)
+    node = tr.nodes["x"]
+    x = node["fn"].mean.expand(node["fn"].shape()) if mean else node["value"]
+    return x.reshape(len(z), -1)
+
+
+def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int,
+                method: str = "linear") -> torch.Tensor:
+    """``steps`` points from z0 to z1 (both ends included), shape (steps, z_dim).
+
+    ``"slerp"`` (Shoemake 1985; White 2016, "Sampling generative networks") follows the
+    great circle, which keeps the norm typical of a Gaussian prior in high dimensions.
+    """
+    t = torch.linspace(0, 1, steps, dtype=z0.dtype, device=z0.device).unsqueeze(-1)  # (T, 1)
+    if method == "linear":
+        return (1 - t) * z0 + t * z1
+    if method != "slerp":
+        raise ValueError(f"method must be 'linear' or 'slerp', got {method!r}")
+    cos = torch.dot(z0, z1) / (z0.norm() * z1.norm())
+    omega = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+    if omega.abs() < 1e-6:
+        return (1 - t) * z0 + t * z1
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+@torch.no_grad()
+def kl_per_dimension(guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                     site: str = "z") -> torch.Tensor:
+    """Mean over x of KL(q(z_j | x) || N(0, 1)) for each dimension j, shape (z_dim,).
+
+    Needs a guide whose site factorizes over dimensions with Normal marginals (diagonal
+    Gaussian encoders); the dimensions a VAE uses are those with a large KL.
+    """
+    x = x.to(_device(guide))
+    fn = poutine.trace(guide).get_trace(x, y).nodes[site]["fn"]
+    base = fn.base_dist if isinstance(fn, Independent) else fn
+    if not isinstance(base, Normal):
+        raise ValueError(f"kl_per_dimension needs a diagonal Normal guide; site {site!r} is "
+                         f"{type(fn).__name__}")
+    prior = Normal(torch.zeros_like(base.loc), torch.ones_like(base.scale))
+    return kl_divergence(base, prior).reshape(-1, base.loc.shape[-1]).mean(0)
+
+
+def traversal_grid(z0: torch.Tensor, dims: list[int], values: torch.Tensor) -> torch.Tensor:
+    """Latent codes that vary one dimension at a time: (len(dims) * len(values), z_dim)."""
+    rows = []
+    for d in dims:
+        z = z0.expand(len(values), -1).clone()  # (V, z_dim)
+        z[:, d] = values
+        rows.append(z)
+    return torch.cat(rows)
+
+
+def normal_quantile_grid(n: int, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
+    """An n x n grid over a 2-D standard normal's quantiles (Kingma & Welling 2014, fig. 4),
+    shape (n * n, 2), row-major with z_2 decreasing down the rows."""
+    q = torch.linspace(low, high, n, dtype=torch.float64)
+    u = (math.sqrt(2) * torch.erfinv(2 * q - 1)).float()  # Φ⁻¹(q)
+    z1, z2 = torch.meshgrid(u, u.flip(0), indexing="xy")
+    return torch.stack([z1.reshape(-1), z2.reshape(-1)], -1)
+
+
+def project_2d(z: torch.Tensor, method: str = "pca") -> torch.Tensor:
+    """(N, d) latent codes to (N, 2): PCA, or t-SNE when scikit-learn is installed."""
+    if z.shape[-1] == 2:
+        return z
+    if method == "tsne":
+        try:
+            from sklearn.manifold import TSNE
+        except ImportError as e:
+            raise ValueError("t-SNE needs scikit-learn (pip install scikit-learn); use "
+                             "method='pca'") from e
+        return torch.as_tensor(TSNE(n_components=2, init="pca", random_state=0)
+                               .fit_transform(z.double().cpu().numpy()), dtype=z.dtype)
+    if method != "pca":
+        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+    centred = z - z.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T

@@ -1,0 +1,118 @@
+"""Figures of a pair on its data: compute the tensors (:mod:`inference.latent`), draw them
+(:mod:`inference.figures`), save PNGs atomically. ``vae-plot`` and ``vae-train`` call this."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pyro
+import torch
+
+from inference import figures, latent
+from inference.checkpoint import atomic_write
+from inference.data import TensorData
+from inference.generate import reconstruct, sample
+
+ARITHMETIC = (7, 1)  # mean(7) − mean(1) + a "1": the 1's style on a 7
+
+
+def _shape(model) -> tuple[int, int]:
+    shape = getattr(model, "image_shape", (1, 28, 28))
+    return tuple(shape[-2:])
+
+
+def reconstructions(model, guide, data: TensorData, n: int = 10):
+    x, y = data.head(n)
+    return figures.reconstruction_figure(x, reconstruct(model, guide, x, y), _shape(model))
+
+
+def samples(model, guide, data: TensorData, n: int = 64):
+    drawn = sample(model, n, mean=True)["x"]  # (n, D) pixel means
+    return figures.grid_figure(drawn, 8, "samples from the prior (pixel means)", _shape(model))
+
+
+def interpolation(model, guide, data: TensorData, steps: int = 10):
+    x, y = data.head(2)
+    z = latent.encode(guide, x, y)  # (2, z_dim)
+    rows = {m: latent.decode(model, latent.interpolate(z[0], z[1], steps, m))
+            for m in ("linear", "slerp")}
+    return figures.interpolation_figure(rows, _shape(model))
+
+
+def arithmetic(model, guide, data: TensorData, classes: Sequence[int] = ARITHMETIC):
+    if data.y is None:
+        raise ValueError("latent arithmetic needs labelled data (mean encoding per class)")
+    a, b = classes
+    z = latent.encode(guide, data.x, data.y)
+    c = int((data.y == b).nonzero()[0])  # an example of class b
+    codes = torch.stack([z[data.y == a].mean(0), z[data.y == b].mean(0), z[c],
+                         z[data.y == a].mean(0) - z[data.y == b].mean(0) + z[c]])
+    images = latent.decode(model, codes)
+    images[2] = data.x[c]  # x itself, not its reconstruction
+    labels = [f"mean of {a}s", f"mean of {b}s", f"x (a {b})", f"{a} − {b} + x"]
+    return figures.arithmetic_figure(images, labels, _shape(model))
+
+
+def traversals(model, guide, data: TensorData, dims: int = 8, span: float = 3.0,
+               steps: int = 9):
+    kl = latent.kl_per_dimension(guide, *data.head(1000))
+    top = kl.argsort(descending=True)[:dims].tolist()
+    values = torch.linspace(-span, span, steps)
+    z0 = latent.encode(guide, *data.head(1))[0]
+    images = latent.decode(model, latent.traversal_grid(z0, top, values.to(z0)))
+    return figures.traversal_figure(images, top, kl[top].tolist(), values, _shape(model))
+
+
+def manifold(model, guide, data: TensorData, n: int = 20):
+    z_dim = getattr(model, "z_dim", None)
+    if z_dim != 2:
+        raise ValueError(f"the manifold figure needs a model with z_dim 2 (this one has "
+                         f"{z_dim}); train one with --z-dim 2")
+    images = latent.decode(model, latent.normal_quantile_grid(n))
+    return figures.manifold_figure(images, n, _shape(model))
+
+
+def latents(model, guide, data: TensorData, n: int = 2000, method: str = "pca"):
+    x, y = data.head(n)
+    z = latent.encode(guide, x, y).cpu()
+    points = latent.project_2d(z, method)
+    name = "E_q[z | x]" if z.shape[-1] == 2 else f"E_q[z | x] ({z.shape[-1]}-D), {method.upper()}"
+    return figures.latent_scatter_figure(points, y, f"{name} of {len(x)} test points")
+
+
+def curves(model, guide, data: TensorData, records: Sequence[dict] = ()):
+    if not records:
+        raise ValueError("training curves need the run's history (metrics.json)")
+    return figures.curves_figure(records)
+
+
+FIGURES: dict[str, Callable] = {
+    "reconstructions": reconstructions, "samples": samples, "interpolation": interpolation,
+    "arithmetic": arithmetic, "traversals": traversals, "manifold": manifold,
+    "latents": latents, "curves": curves,
+}
+
+
+@torch.no_grad()
+def save_figures(model, guide, data: TensorData, folder: str | Path, names: Sequence[str],
+                 records: Sequence[dict] = (), seed: int = 0) -> dict[str, Path | str]:
+    """Render each named figure to ``folder/<name>.png``; returns path or reason skipped."""
+    unknown = set(names) - set(FIGURES)
+    if unknown:
+        raise ValueError(f"unknown figure {sorted(unknown)}; choose from {', '.join(FIGURES)}")
+    done: dict[str, Path | str] = {}
+    for name in names:
+        pyro.set_rng_seed(seed)
+        kwargs = {"records": records} if name == "curves" else {}
+        try:
+            fig = FIGURES[name](model, guide, data, **kwargs)
+        except ValueError as e:  # a figure that does not apply to this pair or data
+            done[name] = f"skipped: {e}"
+            continue
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+        done[name] = atomic_write(Path(folder) / f"{name}.png",
+                                  lambda f, b=buffer: f.write(b.getvalue()))
+    return done

@@ -1,0 +1,164 @@
+"""Figures render from a briefly trained run, and show what they claim to show."""
+
+import subprocess
+import sys
+
+import matplotlib.image
+import pytest
+import torch
+
+from guides import make_guide
+from inference import figures, latent, load_dataset
+from inference.cli import plot_main, train_main
+from inference.runs import load_run
+from inference.visualize import FIGURES, arithmetic, interpolation, save_figures
+from models import make_model
+
+STEP = 29  # a 28-pixel tile and its 1-pixel gap
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 2-latent pair trained for one epoch on the embedded MNIST subset."""
+    out = tmp_path_factory.mktemp("runs") / "z2"
+    assert train_main(["--epochs", "2", "--z-dim", "2", "--hidden", "64", "--quiet",
+                       "--out", str(out)]) == 0
+    model, guide, saved = load_run(out)
+    return out, model, guide, saved, load_dataset("embedded", "test").take(500)
+
+
+def grid_of(fig, axis=0):
+    return torch.as_tensor(fig.axes[axis].images[0].get_array().data)
+
+
+def test_vae_train_wrote_its_figures_and_vae_plot_writes_all(run, tmp_path, capsys):
+    out = run[0]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [
+        "curves.png", "reconstructions.png", "samples.png"]
+    assert plot_main([str(out), "--out", str(tmp_path)]) == 0
+    assert sorted(p.stem for p in tmp_path.iterdir()) == sorted(FIGURES)
+    for png in tmp_path.iterdir():
+        pixels = matplotlib.image.imread(png)
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100 and pixels.std() > 0.01
+    assert "figure manifold: " in capsys.readouterr().out
+
+
+def test_image_grid_layout():
+    images = torch.arange(5 * 784, dtype=torch.float32).reshape(5, 784) / (5 * 784)
+    grid = figures.image_grid(images, 2)
+    assert grid.shape == (2 * STEP - 1, 3 * STEP - 1)
+    torch.testing.assert_close(grid[:28, STEP: STEP + 28], images[1].reshape(28, 28))
+    torch.testing.assert_close(grid[STEP:, STEP: STEP + 28], images[4].reshape(28, 28))
+    assert (grid[STEP:, 2 * STEP:] == 1).all()  # the missing sixth tile is blank
+
+
+def test_reconstruction_grid_holds_data_above_its_reconstructions(run):
+    _, model, guide, _, data = run
+    fig = FIGURES["reconstructions"](model, guide, data)
+    grid = grid_of(fig)
+    assert grid.shape == (2 * STEP - 1, 10 * STEP - 1) and grid.std() > 0.05
+    torch.testing.assert_close(grid[:28, :28], data.x[0].reshape(28, 28))
+    bottom = grid[STEP:, :28]
+    assert not torch.equal(bottom, grid[:28, :28]) and 0 <= bottom.min() and bottom.max() <= 1
+
+
+def test_interpolation_ends_are_the_decoded_encodings(run):
+    _, model, guide, _, data = run
+    z = latent.encode(guide, data.x[:2])
+    ends = latent.decode(model, z)  # (2, 784)
+    fig = interpolation(model, guide, data, steps=7)
+    for axis in (0, 1):  # linear, then slerp
+        grid = grid_of(fig, axis)
+        assert grid.shape == (28, 7 * STEP - 1)
+        torch.testing.assert_close(grid[:, :28], ends[0].reshape(28, 28))
+        torch.testing.assert_close(grid[:, 6 * STEP:], ends[1].reshape(28, 28))
+    assert not torch.equal(grid_of(fig, 0)[:, 3 * STEP: 3 * STEP + 28],
+                           grid_of(fig, 1)[:, 3 * STEP: 3 * STEP + 28])
+
+
+def test_interpolation_paths():
+    z0, z1 = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
+    linear = latent.interpolate(z0, z1, 5)
+    torch.testing.assert_close(linear[2], (z0 + z1) / 2)
+    slerp = latent.interpolate(z0, z1, 5, "slerp")
+    torch.testing.assert_close(slerp.norm(dim=-1), torch.full((5,), 3.0))  # on the circle
+    torch.testing.assert_close(slerp[[0, -1]], torch.stack([z0, z1]))
+
+
+def test_arithmetic_decodes_the_latent_equation(run):
+    _, model, guide, _, data = run
+    fig = arithmetic(model, guide, data)
+    z = latent.encode(guide, data.x)
+    c = int((data.y == 1).nonzero()[0])
+    code = z[data.y == 7].mean(0) - z[data.y == 1].mean(0) + z[c]
+    torch.testing.assert_close(grid_of(fig, 3), latent.decode(model, code[None]).reshape(28, 28))
+    torch.testing.assert_close(grid_of(fig, 2), data.x[c].reshape(28, 28))
+
+
+def test_traversals_vary_one_dimension_ranked_by_kl():
+    z0 = torch.tensor([0.5, -1.0, 2.0])
+    codes = latent.traversal_grid(z0, [2, 0], torch.tensor([-1.0, 0.0, 1.0]))
+    assert codes.shape == (6, 3)
+    assert torch.equal(codes[:3, :2], z0[:2].expand(3, 2)) and codes[:3, 2].tolist() == [-1, 0, 1]
+    assert torch.equal(codes[3:, 1:], z0[1:].expand(3, 2)) and codes[3:, 0].tolist() == [-1, 0, 1]
+
+
+def test_kl_per_dimension_is_the_closed_form():
+    torch.manual_seed(0)
+    guide = make_guide("linear_gaussian", x_dim=4, z_dim=3, covariance="diagonal")
+    with torch.no_grad():
+        guide.weight.normal_()
+        guide.scale = torch.tensor([0.5, 1.0, 2.0])
+    x = torch.randn(50, 4)
+    m, s = x @ guide.weight.T + guide.bias, torch.tensor([0.5, 1.0, 2.0])
+    expected = (0.5 * (s**2 + m**2 - 1 - (s**2).log())).mean(0)
+    torch.testing.assert_close(latent.kl_per_dimension(guide, x), expected)
+    with pytest.raises(ValueError, match="diagonal Normal guide"):
+        latent.kl_per_dimension(make_guide("linear_gaussian", x_dim=4, z_dim=3), x)
+
+
+def test_manifold_grid_over_prior_quantiles(run):
+    _, model, guide, _, data = run
+    z = latent.normal_quantile_grid(5)
+    assert z.shape == (25, 2)
+    torch.testing.assert_close(z[12], torch.zeros(2), atol=1e-6, rtol=0)  # the centre
+    assert z[0, 0] == pytest.approx(-1.6449, abs=1e-3) and z[0, 1] == pytest.approx(1.6449,
+                                                                                    abs=1e-3)
+    fig = FIGURES["manifold"](model, guide, data, n=5)
+    grid = grid_of(fig)
+    assert grid.shape == (5 * STEP - 1, 5 * STEP - 1) and grid.std() > 0.05
+    torch.testing.assert_close(grid[:28, :28], latent.decode(model, z[:1]).reshape(28, 28))
+    with pytest.raises(ValueError, match="z_dim 2"):
+        FIGURES["manifold"](make_model("bernoulli_mlp", z_dim=3), guide, data)
+
+
+def test_latent_scatter_and_curves(run):
+    _, model, guide, saved, data = run
+    fig = FIGURES["latents"](model, guide, data, n=300)
+    assert fig.axes[0].collections[0].get_offsets().shape == (300, 2)
+    z = torch.randn(100, 5)
+    p = latent.project_2d(z)
+    assert p.shape == (100, 2) and p[:, 0].var() >= p[:, 1].var()  # first component first
+    fig = FIGURES["curves"](model, guide, data, records=saved["history"])
+    elbo, recon, kl = fig.axes[:3]
+    assert [len(line.get_xdata()) for line in elbo.lines] == [2, 2]  # train, test
+    test_recon = [r["test_reconstruction"] for r in saved["history"]]
+    assert list(recon.lines[1].get_ydata()) == test_recon and len(kl.lines) == 2
+
+
+def test_saving_reports_what_does_not_apply(tmp_path):
+    model, guide = make_model("bernoulli_mlp", z_dim=3, hidden=(8,)), make_guide(
+        "gaussian_mlp", z_dim=3, hidden=(8,))
+    data = load_dataset("embedded", "test").take(50)
+    done = save_figures(model, guide, data, tmp_path, ["manifold", "samples", "curves"])
+    assert done["manifold"].startswith("skipped: the manifold figure needs a model with z_dim 2")
+    assert done["curves"].startswith("skipped: training curves need")
+    assert done["samples"].exists()
+    with pytest.raises(ValueError, match="unknown figure"):
+        save_figures(model, guide, data, tmp_path, ["mona_lisa"])
+
+
+def test_importing_the_lab_does_not_import_matplotlib():
+    code = ("import sys, models, guides, inference, inference.visualize, inference.figures; "
+            "sys.exit('matplotlib' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
