@@ -5,7 +5,7 @@ from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoi
 from inference.data import LoaderData, TensorData, as_data
 from inference.datasets import DATASETS, load_dataset, resolve_data_dir
 from inference.diagnostics import khat_summary, psis_khat
-from inference.evaluate import evaluate_elbo
+from inference.evaluate import elbo_terms, evaluate_elbo
 from inference.generate import reconstruct, sample
 from inference.marginal import ImportanceSummary, importance_sample, iw_log_likelihood
 from inference.scores import score
@@ -14,7 +14,7 @@ from inference.train import History, TrainingDiverged, fit, resolve_device
 __all__ = [
     "DATASETS", "CheckpointError", "DataError", "History", "ImportanceSummary", "LoaderData",
     "PairError", "TensorData", "TrainingDiverged", "as_data", "check_pair", "check_support",
-    "evaluate_elbo", "fit", "importance_sample", "iw_log_likelihood", "khat_summary",
+    "elbo_terms", "evaluate_elbo", "fit", "importance_sample", "iw_log_likelihood", "khat_summary",
     "load_checkpoint", "load_dataset", "psis_khat", "reconstruct", "resolve_data_dir",
     "resolve_device", "sample", "save_checkpoint", "score",
 ]

@@ -8,6 +8,7 @@ convergence. Yao et al. (2018) use the same k̂ to judge a variational approxima
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import NamedTuple
 
@@ -57,3 +58,15 @@ def khat_summary(khat: torch.Tensor) -> dict[str, float]:
     return {"share_khat_above_0.7": (k > KHAT_BAD).double().mean().item(),
             "share_khat_0.5_to_0.7": ((k > KHAT_OK) & (k <= KHAT_BAD)).double().mean().item(),
             "khat_max": k.max().item(), "khat_median": k.median().item()}
+
+
+def khat_for_arviz(khat: torch.Tensor, num_samples: int):
+    """k̂ as ArviZ's ``ELPDData``, ready for ``az.plot_khat`` (ArviZ's threshold for S draws:
+    min(1 − 1/log10(S), 0.7))."""
+    import xarray
+
+    az = load_arviz()
+    good_k = min(1 - 1 / math.log10(num_samples), KHAT_BAD) if num_samples > 10 else KHAT_BAD
+    values = xarray.DataArray(khat.detach().double().cpu().numpy(), dims=["point"])
+    return az.ELPDData(data=[values, good_k, num_samples, len(khat)],
+                       index=["pareto_k", "good_k", "n_samples", "n_data_points"])

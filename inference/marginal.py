@@ -18,7 +18,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from inference.data import as_data
 

@@ -217,8 +217,12 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
                  batch_size: int | None = None, seed: int = 0, device: str = "auto",
                  data_dir=None, download: bool = True, progress: bool = True,
                  log=print) -> dict[str, Any]:
-    """Score a run folder's pair on a split of its dataset; writes ``eval-<split>.json``
-    (the summary) and ``eval-<split>-points.pt`` (per-point NLL, its error and k̂)."""
+    """Score a run folder's pair on a split of its dataset.
+
+    Writes ``<stem>.json`` (the summary) and ``<stem>-points.pt`` (per-point NLL, its error
+    and k̂), with ``stem = eval-<split>-K<K>`` plus ``-first<limit>`` and ``-seed<seed>``
+    when set, so evaluations with other settings never overwrite each other.
+    """
     from inference.scores import format_scores, score
 
     out = Path(out)
@@ -237,7 +241,9 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
                     "seconds": time.perf_counter() - start,
                     "device": str(next(model.parameters()).device)})
     log(format_scores(summary))
-    save_json(out / f"eval-{split}.json", summary)
-    save_checkpoint(out / f"eval-{split}-points.pt", points)
-    log(f"wrote {out / f'eval-{split}.json'} and eval-{split}-points.pt")
+    stem = f"eval-{split}-K{num_samples}" + (f"-first{limit}" if limit else "") + (
+        f"-seed{seed}" if seed else "")
+    save_json(out / f"{stem}.json", summary)
+    save_checkpoint(out / f"{stem}-points.pt", points)
+    log(f"wrote {out / stem}.json and {stem}-points.pt")
     return summary

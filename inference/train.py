@@ -13,7 +13,7 @@ from typing import Any
 import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from inference.check import check_pair, check_support
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint

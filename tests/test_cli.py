@@ -89,4 +89,4 @@ def test_train_can_evaluate_at_the_end(tmp_path, capsys):
     assert train_main([*FAST, "--out", str(run), "--eval-samples", "16"]) == 0
     out = capsys.readouterr().out
     assert "importance samples K = 16" in out and "NLL" in out
-    assert json.loads((run / "eval-test.json").read_text())["n"] == 2000
+    assert json.loads((run / "eval-test-K16.json").read_text())["n"] == 2000
