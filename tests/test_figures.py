@@ -162,3 +162,21 @@ def test_importing_the_lab_does_not_import_matplotlib():
     code = ("import sys, models, guides, inference, inference.visualize, inference.figures; "
             "sys.exit('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_samples_and_traversal_figures_hold_decoded_images(run):
+    _, model, guide, _, data = run
+    grid = grid_of(FIGURES["samples"](model, guide, data, n=16))
+    assert grid.shape == (8 * STEP - 1, 2 * STEP - 1)  # 8 rows of 2
+    tiles = grid[:28, :28]
+    assert 0 < tiles.min() and tiles.max() < 1 and tiles.std() > 0.01  # pixel probabilities
+    fig = FIGURES["traversals"](model, guide, data, dims=2, steps=5)
+    grid = grid_of(fig)
+    assert grid.shape == (2 * STEP - 1, 5 * STEP - 1)  # a row per dimension, a column a value
+    z0 = latent.encode(guide, data.x[:1])[0]
+    kl = latent.kl_per_dimension(guide, data.x)
+    top = int(kl.argmax())
+    code = z0.clone()
+    code[top] = -3.0
+    torch.testing.assert_close(grid[:28, :28], latent.decode(model, code[None]).reshape(28, 28))
+    assert f"z{top} (KL {kl[top]:.2f})" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
