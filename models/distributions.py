@@ -15,6 +15,7 @@ import math
 
 import pyro.distributions as dist
 import torch
+from torch.distributions import register_kl
 from torch.distributions.utils import broadcast_all
 from torch.nn import functional as F
 
@@ -57,23 +58,40 @@ class DiagNormal(dist.Independent):
     True
     """
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None):
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None,
+                 *, standard: bool = False):
         super().__init__(dist.Normal(loc, scale, validate_args=validate_args), 1,
                          validate_args=validate_args)
-        self._loc, self._scale = loc, scale  # unexpanded, for log_prob
+        self._loc, self._scale = loc, scale  # unexpanded, for log_prob and KL
+        self._standard = standard  # the caller promises loc = 0, scale = 1
 
     def expand(self, batch_shape, _instance=None) -> DiagNormal:
         new = DiagNormal.__new__(DiagNormal)
         shape = torch.Size(batch_shape) + self.event_shape
         dist.Independent.__init__(new, self.base_dist.expand(shape), 1, validate_args=False)
         new._validate_args = self.base_dist._validate_args
-        new._loc, new._scale = self._loc, self._scale
+        new._loc, new._scale, new._standard = self._loc, self._scale, self._standard
         return new
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        z = (value - self._loc) / self._scale  # (..., d), the only full-size work
-        log_norm = self._scale.log().sum(-1) + 0.5 * value.shape[-1] * math.log(2 * math.pi)
         shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
-        return (-0.5 * z.pow(2).sum(-1) - log_norm).expand(shape)
+        const = 0.5 * value.shape[-1] * math.log(2 * math.pi)
+        if self._standard:
+            return (-0.5 * value.pow(2).sum(-1) - const).expand(shape)
+        z = (value - self._loc) / self._scale  # (..., d), the only full-size work
+        return (-0.5 * z.pow(2).sum(-1) - self._scale.log().sum(-1) - const).expand(shape)
+
+
+@register_kl(DiagNormal, DiagNormal)
+def _kl_diag_normal(p: DiagNormal, q: DiagNormal) -> torch.Tensor:
+    """KL(p || q) summed over the event, on unexpanded parameters; the textbook
+    0.5 Σ (σ² + μ² − 1) − Σ log σ when q is the standard normal."""
+    if q._standard:
+        kl = 0.5 * (p._scale.pow(2) + p._loc.pow(2) - 1).sum(-1) - p._scale.log().sum(-1)
+    else:
+        var_ratio = (p._scale / q._scale).pow(2)
+        t1 = ((p._loc - q._loc) / q._scale).pow(2)
+        kl = 0.5 * (var_ratio + t1 - 1 - var_ratio.log()).sum(-1)
+    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))

@@ -124,4 +124,4 @@ class StandardNormal(nn.Module):
         self.register_buffer("scale", torch.ones(dim))
 
     def forward(self) -> DiagNormal:
-        return DiagNormal(self.loc, self.scale)
+        return DiagNormal(self.loc, self.scale, standard=True)

@@ -54,3 +54,20 @@ def test_bernoulli_pixels_matches_bernoulli_and_checks_support():
     assert ours.expand((3, 6)).log_prob(x).shape == (3, 6)
     with pytest.raises(ValueError):
         BernoulliPixels(logits, validate_args=True).log_prob(x * 0.5)
+
+
+def test_standard_diag_normal_and_its_closed_form_kl():
+    from models.nets import StandardNormal
+
+    prior = StandardNormal(3)()
+    z = torch.randn(4, 2, 3)
+    reference = dist.Normal(torch.zeros(3), torch.ones(3)).to_event(1)
+    torch.testing.assert_close(prior.log_prob(z), reference.log_prob(z))
+    loc, scale = torch.randn(2, 3), torch.rand(2, 3) + 0.3
+    q = DiagNormal(loc, scale)
+    generic = kl_divergence(dist.Normal(loc, scale), dist.Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(kl_divergence(q, prior.expand((2,))), generic)
+    other = DiagNormal(torch.randn(3), torch.rand(3) + 0.5)
+    generic = kl_divergence(dist.Normal(loc, scale), dist.Normal(other._loc, other._scale)).sum(-1)
+    torch.testing.assert_close(kl_divergence(q, other.expand((2,))), generic)
+    assert kl_divergence(q.expand((5, 2)), prior.expand((5, 2))).shape == (5, 2)
