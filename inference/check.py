@@ -10,7 +10,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
-from pyro.poutine.util import site_is_subsample
+
+from inference.traces import sample_sites
 
 
 class PairError(ValueError):
@@ -38,8 +39,7 @@ def _trace(fn, x, y, role: str) -> poutine.Trace:
 
 
 def _sample_sites(tr: poutine.Trace) -> dict[str, dict]:
-    return {n: s for n, s in tr.nodes.items()
-            if s["type"] == "sample" and not site_is_subsample(s)}
+    return dict(sample_sites(tr))
 
 
 def _plates(site: dict) -> list[tuple[str, int, int]]:

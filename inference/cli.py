@@ -55,6 +55,9 @@ def train_parser() -> argparse.ArgumentParser:
     a("--binarize", choices=BINARIZE, help="pixels: dynamic (default), static or none")
     a("--loss", choices=list(LOSSES), help="objective: trace (default), meanfield, tracegraph")
     a("--num-particles", type=int, help="samples of z per data point in the objective")
+    a("--fast", choices=("auto", "compile", "off"),
+      help="fast path: auto (default; compiles on CUDA), compile (on the CPU too), off "
+           "(Pyro's own objective); see README")
     a("--epochs", type=int, help="default 10")
     a("--batch-size", type=int, help="default 128")
     a("--lr", type=float, help="Adam learning rate, default 1e-3")
@@ -84,6 +87,8 @@ def eval_parser() -> argparse.ArgumentParser:
     a("--batch-size", type=int, help="data points per pass (default: sized to bound memory)")
     a("--seed", type=int, default=0)
     a("--device", default="auto", help="auto (default), cpu, cuda")
+    a("--fast", choices=("auto", "compile", "off"), default="auto",
+      help="compile the chunk computation: auto (when it recurs 50+ times), compile, off")
     a("--data-dir", type=Path, help=f"data folder (default ${ENV_VAR})")
     a("--no-download", action="store_true", help="never download; fail if data is missing")
     a("--quiet", action="store_true", help="no progress bar")
@@ -97,7 +102,8 @@ def eval_main(argv: list[str] | None = None) -> int:
         evaluate_run(args.run, split=args.split, num_samples=args.num_samples, limit=args.limit,
                      chunk_size=args.chunk_size, batch_size=args.batch_size, seed=args.seed,
                      device=args.device, data_dir=args.data_dir,
-                     download=not args.no_download, progress=not args.quiet)
+                     download=not args.no_download, progress=not args.quiet,
+                     fast=False if args.fast == "off" else args.fast)
     except USER_ERRORS as e:
         parser.exit(2, f"vae-eval: error: {e}\n")
     return 0

@@ -9,6 +9,8 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO
 
 from inference.data import as_data
+from inference.marginal import chunk_log_weights
+from inference.traces import particle_dim
 
 
 def loss_value(loss: ELBO, model, guide, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -46,8 +48,6 @@ def elbo_terms(model, guide, data: Any, *, batch_size: int = 1000) -> dict[str, 
     One draw of z per point, read from traces of the pair (the estimator of Trace_ELBO);
     the KL is Monte Carlo, so it works for any guide.
     """
-    from inference.marginal import chunk_log_weights, particle_dim
-
     data = as_data(data)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     data = data.to(device)

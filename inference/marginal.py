@@ -11,16 +11,18 @@ the chunks are combined with a running logsumexp.
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import pyro
-import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 from tqdm import tqdm
 
+from inference.capture import Captured
 from inference.data import as_data
+from inference.traces import log_weights, particle_dim, sample_sites
 
 # Largest particle x point x feature tensor one chunk may create (elements); the decoder's
 # output and its elementwise log-density are the big ones. 2**25 floats is 128 MiB.
@@ -28,6 +30,8 @@ ELEMENT_BUDGET = 2**25
 # Chunks are whole multiples of this many particles: torch's CPU normal sampler fills
 # blocks of 16 values, so with a one-site guide the draws do not depend on the chunking.
 CHUNK_MULTIPLE = 16
+# Chunks of the main shape that make compiling the evaluation worth its seconds.
+EVAL_COMPILE_AFTER = 50
 
 
 @dataclass
@@ -47,6 +51,7 @@ class ImportanceSummary:
     num_samples: int
     latent_means: dict[str, torch.Tensor] = field(default_factory=dict)
     log_weights: torch.Tensor | None = None
+    fast_path: str = "off"
 
     @property
     def mc_stderr(self) -> torch.Tensor:
@@ -54,60 +59,35 @@ class ImportanceSummary:
         return (1 / self.ess - 1 / self.num_samples).clamp(min=0).sqrt()
 
 
-def _sample_sites(tr: poutine.Trace):
-    return [(n, s) for n, s in tr.nodes.items()
-            if s["type"] == "sample" and not site_is_subsample(s)]
-
-
-def particle_dim(model, guide, x: torch.Tensor, y: torch.Tensor | None) -> int:
-    """The dim for a particle plate: left of every plate that model or guide opens."""
-    with torch.no_grad():
-        g = poutine.trace(guide).get_trace(x, y)
-        m = poutine.trace(poutine.replay(model, trace=g)).get_trace(x, y)
-    dims = [f.dim for tr in (g, m) for _, s in _sample_sites(tr)
-            for f in s["cond_indep_stack"] if f.vectorized]
-    return min([-1, *dims]) - 1
-
-
-def _per_point(log_prob: torch.Tensor, dim: int, k: int, n: int) -> torch.Tensor:
-    """Reduce a site's log-density to (k, n): sum the plates between particles and data."""
-    lp = log_prob.reshape((1,) * (-dim - log_prob.dim()) + log_prob.shape)
-    if lp.dim() > 2:
-        lp = lp.sum(dim=tuple(range(1, lp.dim() - 1)))
-    return lp.expand(k, n)
-
-
-def _check_per_point(name: str, site: dict) -> None:
-    frames = {f.name: f.dim for f in site["cond_indep_stack"]}
-    if frames.get("data") != -1:
-        raise ValueError(f"site {name!r} is not inside pyro.plate('data', dim=-1); per-point "
-                         f"estimates of log p(x) need every sample site there")
+def _chunk(model, guide, x, y, *, k: int, dim: int):
+    log_w, log_lik, g = log_weights(model, guide, x, y, k, dim)
+    return log_w, log_lik, {name: site["value"] for name, site in sample_sites(g)}
 
 
 @torch.no_grad()
 def chunk_log_weights(model, guide, x, y, k: int, dim: int):
     """Draw ``k`` particles for each row of x; return log w (k, N), log p(x | z) (k, N)
-    and the guide's draws {site: (k, N, *event)}."""
-    n = len(x)
-    with pyro.plate("particles", k, dim=dim):
-        g = poutine.trace(guide).get_trace(x, y)
-        m = poutine.trace(poutine.replay(model, trace=g)).get_trace(x, y)
-    g.compute_log_prob(lambda name, site: not site_is_subsample(site))
-    m.compute_log_prob(lambda name, site: not site_is_subsample(site))
-    log_w = torch.zeros(k, n, dtype=x.dtype, device=x.device)
-    log_lik = torch.zeros_like(log_w)
-    for name, site in _sample_sites(m):
-        _check_per_point(name, site)
-        lp = _per_point(site["log_prob"], dim, k, n)
-        log_w = log_w + lp
-        if site["is_observed"]:
-            log_lik = log_lik + lp
-    draws = {}
-    for name, site in _sample_sites(g):
-        _check_per_point(name, site)
-        log_w = log_w - _per_point(site["log_prob"], dim, k, n)
-        draws[name] = site["value"]
-    return log_w, log_lik, draws
+    and the guide's draws {site: (k, N, *event)}. See :func:`inference.traces.log_weights`."""
+    return _chunk(model, guide, x, y, k=k, dim=dim)
+
+
+# Compiled chunk functions, kept per model for later calls: {model: {key: Captured}}.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_chunks(model, guide, calls: int, k: int, dim: int, fast) -> Captured | None:
+    """The chunk computation compiled for its most common shape, where that pays off."""
+    if fast not in (False, "auto", "compile"):
+        raise ValueError(f"fast must be False, 'auto' or 'compile', got {fast!r}")
+    if fast is False or (fast == "auto" and calls < EVAL_COMPILE_AFTER):
+        return None
+    per_model = _COMPILED.setdefault(model, {})
+    key = (id(guide), k, dim)
+    if key not in per_model or per_model[key][0]() is not guide:
+        captured = Captured(functools.partial(_chunk, k=k, dim=dim), model, guide,
+                            compile=True, capture_after=1, grad=False)
+        per_model[key] = (weakref.ref(guide), captured)
+    return per_model[key][1]
 
 
 class _Accumulator:
@@ -152,15 +132,18 @@ def default_sizes(n: int, features: int, num_samples: int, batch_size: int | Non
 @torch.no_grad()
 def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
                       chunk_size: int | None = None, batch_size: int | None = None,
-                      return_log_weights: bool = False,
-                      progress: bool = False) -> ImportanceSummary:
+                      return_log_weights: bool = False, progress: bool = False,
+                      fast: bool | str = "auto") -> ImportanceSummary:
     """One importance-sampling pass over ``x`` with ``num_samples`` particles per point.
 
     ``x`` is a tensor (N, D) (``y`` its labels) or anything :func:`~inference.fit` takes.
     Points go through in batches of ``batch_size`` and particles in chunks of
     ``chunk_size``; by default both are sized so that no chunk creates a particle x point x
     feature tensor larger than :data:`ELEMENT_BUDGET` elements. Gradients are off.
-    ``progress`` shows a tqdm bar over the batches.
+    ``progress`` shows a tqdm bar over the batches. ``fast="auto"`` compiles the chunk
+    computation for its main shape (:mod:`inference.capture`) when that shape recurs at
+    least :data:`EVAL_COMPILE_AFTER` times, ``"compile"`` always, ``False`` never; the
+    compiled chunks draw the same particles and give the same numbers to float rounding.
     """
     data = as_data(x if y is None else (x, y))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -169,6 +152,8 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     batch, chunk = default_sizes(len(data), head_x[0].numel(), num_samples, batch_size,
                                  chunk_size)
     dim = particle_dim(model, guide, head_x, head_y)
+    compiled = _compiled_chunks(model, guide, (len(data) // batch) * (num_samples // chunk),
+                                chunk, dim, fast)
     results = []
     bar = tqdm(total=math.ceil(len(data) / batch), desc=f"log p(x), K={num_samples}",
                disable=not progress, leave=False, dynamic_ncols=True)
@@ -177,10 +162,14 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
             acc = _Accumulator()
             for start in range(0, num_samples, chunk):
                 k = min(chunk, num_samples - start)
-                acc.add(*chunk_log_weights(model, guide, xb, yb, k, dim), keep=return_log_weights)
+                main = compiled is not None and k == chunk and len(xb) == batch
+                out = compiled(xb, yb) if main else chunk_log_weights(model, guide, xb, yb, k, dim)
+                acc.add(*out, keep=return_log_weights)
             results.append(acc)
             bar.update()
-    return _summarize(results, num_samples, return_log_weights)
+    summary = _summarize(results, num_samples, return_log_weights)
+    summary.fast_path = "eager" if compiled is None else compiled.note
+    return summary
 
 
 def _summarize(results: list[_Accumulator], k: int, keep: bool) -> ImportanceSummary:
@@ -197,14 +186,15 @@ def _summarize(results: list[_Accumulator], k: int, keep: bool) -> ImportanceSum
 
 def iw_log_likelihood(model, guide, x, *, y=None, num_samples: int = 5000,
                       chunk_size: int | None = None, batch_size: int | None = None,
-                      return_log_weights: bool = False):
+                      return_log_weights: bool = False, fast: bool | str = "auto"):
     """Per-data-point importance-weighted estimates of log p(x), a tensor (N,).
 
     With ``return_log_weights=True`` returns ``(estimates, log_weights)``, the latter
     (K, N). When the model also observes ``y`` the estimate is of log p(x, y). On the CPU,
     for a guide with one latent site, the draws do not depend on ``chunk_size``: chunked
-    and unchunked runs agree under the same seed.
+    and unchunked runs agree under the same seed. ``fast``: see :func:`importance_sample`.
     """
     s = importance_sample(model, guide, x, y=y, num_samples=num_samples, chunk_size=chunk_size,
-                          batch_size=batch_size, return_log_weights=return_log_weights)
+                          batch_size=batch_size, return_log_weights=return_log_weights,
+                          fast=fast)
     return (s.log_likelihood, s.log_weights) if return_log_weights else s.log_likelihood

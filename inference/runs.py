@@ -59,6 +59,7 @@ class RunConfig:
     binarize: str = "dynamic"
     loss: str = "trace"
     num_particles: int = 1
+    fast: str = "auto"  # auto, compile or off (see FastPath)
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -67,7 +68,8 @@ class RunConfig:
 
     def __post_init__(self):
         for kind, name, names in (("model", self.model, MODELS), ("guide", self.guide, GUIDES),
-                                  ("loss", self.loss, LOSSES)):
+                                  ("loss", self.loss, LOSSES),
+                                  ("fast", self.fast, ("auto", "compile", "off"))):
             if name not in names:
                 raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
 
@@ -160,10 +162,13 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
     history = fit(model, guide, train, test=test, loss=make_loss(config), epochs=config.epochs,
                   batch_size=config.batch_size, lr=config.lr, device=device, seed=config.seed,
                   checkpoint=ckpt, resume=resume, progress=progress, config=saved,
+                  fast=False if config.fast == "off" else config.fast,
                   on_epoch=None if progress else lambda r: log(epoch_summary(r)))
+    log(f"fast path: {history.fast_path}")
     metrics = {"test_elbo": history.test_elbo[-1], "train_elbo": history.train_elbo[-1],
                "epochs": len(history), "seconds_this_session": time.perf_counter() - start,
-               "device": str(device), "data": saved["data"], "history": history.records}
+               "device": str(device), "fast_path": history.fast_path, "data": saved["data"],
+               "history": history.records}
     save_json(out / "metrics.json", metrics)
     if figures:
         _log_figures(save_figures(model, guide, test, out / "figures", figures,
@@ -216,7 +221,7 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
                  limit: int | None = None, chunk_size: int | None = None,
                  batch_size: int | None = None, seed: int = 0, device: str = "auto",
                  data_dir=None, download: bool = True, progress: bool = True,
-                 log=print) -> dict[str, Any]:
+                 fast: bool | str = "auto", log=print) -> dict[str, Any]:
     """Score a run folder's pair on a split of its dataset.
 
     Writes ``<stem>.json`` (the summary) and ``<stem>-points.pt`` (per-point NLL, its error
@@ -236,7 +241,7 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
     summary, points = score(model, guide, data, num_samples=num_samples, chunk_size=chunk_size,
-                            batch_size=batch_size, progress=progress)
+                            batch_size=batch_size, progress=progress, fast=fast)
     summary.update({"run": str(out), "split": split, "seed": seed, "data": data.info,
                     "seconds": time.perf_counter() - start,
                     "device": str(next(model.parameters()).device)})

@@ -33,14 +33,15 @@ def active_units(latent_means: dict[str, torch.Tensor],
 
 def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int | None = None,
           batch_size: int | None = None, khat: bool = True,
-          progress: bool = False) -> tuple[dict, dict]:
+          progress: bool = False, fast: bool | str = "auto") -> tuple[dict, dict]:
     """Summary scores of a pair on ``data`` and per-point tensors (nll, nll_mc_stderr, khat).
 
     All scores are per data point, in nats (log p and ELBO: higher is better; NLL: lower).
     """
     data = as_data(data)
     s = importance_sample(model, guide, data, num_samples=num_samples, chunk_size=chunk_size,
-                          batch_size=batch_size, return_log_weights=khat, progress=progress)
+                          batch_size=batch_size, return_log_weights=khat, progress=progress,
+                          fast=fast)
     nll = -s.log_likelihood.double()
     n, dims = len(nll), data.head(1)[0][0].numel()
     mc_se = s.mc_stderr.double()
@@ -56,6 +57,7 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
         "active_units": active_units(s.latent_means),
         "latent_dims": {k: v.shape[-1] for k, v in s.latent_means.items() if k.startswith("z")},
         "ess_median": s.ess.double().median().item(),
+        "fast_path": s.fast_path,
     }
     points = {"nll": nll.float().cpu(), "nll_mc_stderr": mc_se.float().cpu()}
     if khat:
@@ -78,6 +80,7 @@ def format_scores(s: dict[str, Any]) -> str:
         f"  KL              {s['kl']:9.2f} nats",
         f"  active units    {units}",
         f"  ESS (median)    {s['ess_median']:9.1f} of {s['num_samples']}",
+        f"  fast path       {s['fast_path']}",
     ]
     if "khat_max" in s:
         lines.append(f"  Pareto k̂        {100 * s['share_khat_above_0.7']:.1f}% of points above "

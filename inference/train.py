@@ -15,12 +15,13 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO
 from tqdm import tqdm
 
+from inference.capture import FastPath
 from inference.check import check_pair, check_support
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from inference.data import TensorData, as_data
 from inference.evaluate import elbo_terms, evaluate_elbo
 
-LOG_EVERY = 50  # steps between reads of the running loss (one host sync each)
+READ_EVERY_S = 1.0  # seconds between reads of the running loss (one host sync each)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -36,6 +37,7 @@ class History:
     points), plus ``epoch``, ``seconds`` and ``steps``."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
+    fast_path: str = ""
 
     @property
     def train_elbo(self) -> list[float]:
@@ -98,8 +100,9 @@ class Trainer:
     def __init__(self, model, guide, loss: ELBO, optimizer: torch.optim.Optimizer, *,
                  seed: int | None, clip_norm: float | None, progress: bool,
                  eval_loss: ELBO | None = None, eval_batch_size: int = 1000,
-                 train_eval_points: int = 0):
+                 train_eval_points: int = 0, fast: bool | str = False):
         self.model, self.guide, self.loss, self.optimizer = model, guide, loss, optimizer
+        self.fast = FastPath(loss, model, guide, fast)
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.seed, self.clip_norm, self.progress = seed, clip_norm, progress
         self.eval_loss, self.eval_batch_size = eval_loss, eval_batch_size
@@ -108,8 +111,9 @@ class Trainer:
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """One gradient step; returns the batch loss as a device tensor (no host sync)."""
-        if hasattr(self.loss, "differentiable_loss"):
-            loss = self.loss.differentiable_loss(self.model, self.guide, x, y)
+        if self.fast.active or hasattr(self.loss, "differentiable_loss"):
+            loss = (self.fast(x, y) if self.fast.active else
+                    self.loss.differentiable_loss(self.model, self.guide, x, y))
             loss.backward()
             value = loss.detach()
         else:  # objectives such as RenyiELBO only offer loss_and_grads
@@ -126,14 +130,15 @@ class Trainer:
         n_steps = math.ceil(len(data) / batch_size)
         bar = tqdm(total=n_steps, desc=f"epoch {epoch}/{epochs}", disable=not self.progress,
                    leave=False, dynamic_ncols=True)
-        total, seen = None, 0
+        total, seen, last_read = None, 0, time.perf_counter()
         with bar, pyro.validation_enabled(False):
             for i, (x, y) in enumerate(data.batches(batch_size, shuffle=True, generator=order)):
                 value = self.step(x, y).to(torch.float64)
                 total = value if total is None else total + value
                 seen += len(x)
-                if (i + 1) % LOG_EVERY == 0 or i + 1 == n_steps:
-                    running = total.item() / seen  # the one host sync per LOG_EVERY steps
+                if time.perf_counter() - last_read >= READ_EVERY_S or i + 1 == n_steps:
+                    last_read = time.perf_counter()
+                    running = total.item() / seen  # the one host sync per READ_EVERY_S
                     if not math.isfinite(running):
                         raise TrainingDiverged(f"the loss became {running} in epoch {epoch} "
                                                f"before step {i + 1}")
@@ -178,7 +183,7 @@ class Trainer:
             first = str(e).splitlines()[0]
             raise CheckpointError(f"checkpoint {path} does not fit this model and guide "
                                   f"({first}); resume with the configuration that wrote it") from e
-        self.history = History(list(state["history"]))
+        self.history = History(list(state["history"]), self.history.fast_path)
         _set_rng_state(state["rng"])
 
 
@@ -188,7 +193,7 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
         device: str | torch.device | None = None, seed: int | None = 0,
         checkpoint: str | Path | None = None, resume: bool = False,
         eval_loss: ELBO | None = None, eval_batch_size: int = 1000,
-        train_eval_points: int = 2000,
+        train_eval_points: int = 2000, fast: bool | str = "auto",
         clip_norm: float | None = None, progress: bool = True, config: dict | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> History:
     """Train ``guide`` and ``model`` jointly by stochastic variational inference.
@@ -202,7 +207,13 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     it. After every epoch the test set is scored with one draw of z per point (ELBO,
     reconstruction and KL, see :func:`~inference.evaluate.elbo_terms`), and so are the
     first ``train_eval_points`` training points (0 turns that off); ``eval_loss`` (a Pyro
-    ELBO) replaces the test ELBO's estimator. Returns the :class:`History`.
+    ELBO) replaces the test ELBO's estimator. ``fast="auto"`` trains with the lean
+    equivalent of ``loss`` (:func:`~inference.objectives.lean_equivalent`), captured as a
+    graph per batch shape and compiled on CUDA (:class:`~inference.capture.FastPath`), after
+    checking on the first batch that it gives the same loss under the same draws;
+    ``fast="compile"`` compiles on the CPU too, ``fast=False`` keeps Pyro's own objective,
+    ``fast=True`` insists on the fast path. Returns the :class:`History`, whose
+    ``fast_path`` says which ran.
     """
     device = resolve_device(device)
     if seed is not None:
@@ -212,16 +223,22 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     make_opt = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
     trainer = Trainer(model, guide, loss, make_opt(parameters(model, guide)), seed=seed,
                       clip_norm=clip_norm, progress=progress, eval_loss=eval_loss,
-                      eval_batch_size=eval_batch_size, train_eval_points=train_eval_points)
+                      eval_batch_size=eval_batch_size, train_eval_points=train_eval_points,
+                      fast=fast)
+    if not trainer.fast.verify(*train.head(min(batch_size, len(train)))) and fast in (
+            True, "compile"):
+        raise ValueError(f"fast={fast!r}, but the fast path is {trainer.fast.reason}")
     if resume and checkpoint is not None and Path(checkpoint).exists():
         trainer.restore(load_checkpoint(checkpoint), Path(checkpoint))
     for epoch in range(len(trainer.history) + 1, epochs + 1):
+        trainer.history.fast_path = trainer.fast.reason
         try:
             record = trainer.run_epoch(train, test, epoch, epochs, batch_size)
         except TrainingDiverged as e:
             kept = (f"the checkpoint of epoch {epoch - 1} is kept at {checkpoint}"
                     if checkpoint is not None and epoch > 1 else "no checkpoint was written")
             raise TrainingDiverged(f"{e}; {kept}; try a smaller learning rate") from None
+        trainer.history.fast_path = trainer.fast.reason
         if checkpoint is not None:
             save_checkpoint(checkpoint, trainer.state(config))
         if progress:

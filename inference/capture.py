@@ -1,0 +1,182 @@
+"""The fast path: a computation of a pair, captured per input shape as an ATen graph.
+
+``make_fx`` runs a function of (model, guide, x, y) once on fake tensors and records the
+ATen operations it dispatches; the graph then replays them without Pyro's messenger stack,
+distribution objects or Python control flow, and inductor can compile it (fusing the
+elementwise work). Parameters and buffers are graph inputs (gradients flow to the modules'
+own tensors) and random draws stay ``aten.normal`` calls on the global generator
+(``fallback_random`` when compiled), so a captured call draws exactly what an eager one
+would.
+
+Capture is safe only for programs whose operations do not depend on the data's values:
+fake tensors have no values, so a branch on them (``if x.sum() > 0``) or a ``.item()``
+makes the capture fail, and the function keeps running eagerly. Each new graph is also
+checked against the eager function on its first inputs, under the same draws.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.func import functional_call
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.utils._pytree import tree_leaves
+
+from inference.objectives import lean_equivalent
+
+CAPTURE_AFTER = 20  # calls with one input shape before it is captured: short runs stay eager
+
+
+def same_outputs(first, second, x: torch.Tensor, y: torch.Tensor | None, *,
+                 grad: bool = False) -> tuple[bool, str]:
+    """Run two functions of (x, y) under the same random draws; (equal?, what they gave)."""
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.set_grad_enabled(grad):
+            torch.manual_seed(0)
+            a = tree_leaves(first(x, y))
+            torch.manual_seed(0)
+            b = tree_leaves(second(x, y))
+    except Exception as e:  # a user's program can fail in any way; the caller falls back
+        return False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    same = len(a) == len(b) and all(
+        u.shape == v.shape and bool(torch.allclose(u, v, rtol=1e-5, atol=1e-3))
+        for u, v in zip(a, b, strict=False))
+    return same, f"{a[0].sum().item():.6g} vs {b[0].sum().item():.6g}"
+
+
+class Captured:
+    """``fn(model, guide, x, y)``, captured (and optionally compiled) per input shape once
+    that shape has been seen ``capture_after`` times; eager before, or when refused."""
+
+    def __init__(self, fn: Callable, model, guide, *, compile: bool = False,
+                 capture_after: int | None = None, grad: bool = True):
+        self.fn, self.model, self.guide, self.compile, self.grad = fn, model, guide, compile, grad
+        self.capture_after = capture_after
+        self.states = ({**dict(model.named_parameters()), **dict(model.named_buffers())},
+                       {**dict(guide.named_parameters()), **dict(guide.named_buffers())})
+        self.graphs: dict[Any, Callable | None] = {}
+        self.seen: Counter = Counter()
+        self.refusals: list[str] = []
+
+    @property
+    def note(self) -> str:
+        shapes = [str(tuple(key[0])) for key, graph in self.graphs.items() if graph is not None]
+        kind = "graph captured and compiled" if self.compile else "graph captured"
+        after = CAPTURE_AFTER if self.capture_after is None else self.capture_after
+        done = (f"{kind} for batch shape " + ", ".join(shapes) if shapes else
+                f"eager until a batch shape has been seen {after} times")
+        return "; ".join([done, *self.refusals])
+
+    def eager(self, x: torch.Tensor, y: torch.Tensor | None):
+        return self.fn(self.model, self.guide, x, y)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None):
+        key = (x.shape, x.dtype, x.device, None if y is None else (y.shape, y.dtype))
+        graph = self.graphs.get(key)
+        if graph is None and key not in self.graphs:
+            self.seen[key] += 1
+            after = CAPTURE_AFTER if self.capture_after is None else self.capture_after
+            if self.seen[key] >= after:
+                graph = self.graphs[key] = self._capture(x, y)
+        return self.eager(x, y) if graph is None else graph(x, y, *self.states)
+
+    def _capture(self, x, y) -> Callable | None:
+        def functional(x, y, model_state, guide_state):  # a plain function: make_fx counts
+            model = lambda *a: functional_call(self.model, model_state, a)  # noqa: E731
+            guide = lambda *a: functional_call(self.guide, guide_state, a)  # noqa: E731
+            return self.fn(model, guide, x, y)
+
+        detached = [{k: v.detach() for k, v in s.items()} for s in self.states]
+        try:
+            graph = make_fx(functional, tracing_mode="fake")(x, y, *detached)
+        except Exception as e:  # data-dependent control flow, unsupported operations
+            self.refusals.append(f"capture refused for shape {tuple(x.shape)} "
+                                 f"({type(e).__name__}), eager instead")
+            return None
+        graph.graph.eliminate_dead_code()
+        graph.recompile()
+        run = lambda a, b: graph(a, b, *self.states)  # noqa: E731
+        ok, detail = same_outputs(run, self.eager, x, y, grad=self.grad)
+        if not ok:
+            self.refusals.append(f"capture refused for shape {tuple(x.shape)}: graph and "
+                                 f"eager gave {detail}")
+            return None
+        return self._compiled(graph, x, y) if self.compile else graph
+
+    def _compiled(self, graph: torch.fx.GraphModule, x, y) -> Callable:
+        """The graph compiled by inductor, if that works and gives the graph's outputs.
+
+        ``fallback_random`` keeps random draws on the global generator, as in eager mode;
+        the config is read while compiling, which the first call (in the grad mode the
+        function will run in) does.
+        """
+        import torch._inductor.config as inductor_config
+
+        compiled = torch.compile(lambda x, y, ms, gs: graph(x, y, ms, gs), dynamic=False)
+        with inductor_config.patch(fallback_random=True):
+            ok, detail = same_outputs(lambda a, b: compiled(a, b, *self.states),
+                                      lambda a, b: graph(a, b, *self.states), x, y,
+                                      grad=self.grad)
+        if not ok:
+            self.refusals.append(f"compiling refused for shape {tuple(x.shape)} ({detail}); "
+                                 f"the captured graph runs instead")
+            return graph
+        return compiled
+
+
+class FastPath:
+    """Which objective a training step runs, and why.
+
+    With ``fast`` true, ``"auto"`` or ``"compile"`` a Pyro ELBO with a lean equivalent
+    (:func:`~inference.objectives.lean_equivalent`) is replaced by it, eagerly at first and
+    as a captured graph once a batch shape recurs. The graph is also compiled by inductor
+    with ``"compile"``, and with ``"auto"`` on CUDA, where launches dominate a step; on a
+    CPU a compile (seconds per batch shape) pays off only in long runs. :meth:`verify`
+    checks on a real batch that the replacement gives Pyro's own value; if not, the step
+    keeps Pyro's objective.
+    """
+
+    def __init__(self, loss, model, guide, fast: bool | str):
+        if fast not in (False, True, "auto", "compile"):
+            raise ValueError(f"fast must be False, True, 'auto' or 'compile', got {fast!r}")
+        self.loss, self.captured = loss, None
+        lean = None if fast is False else lean_equivalent(loss)
+        if fast is False:
+            self._reason = "off (fast=False)"
+        elif lean is None:
+            if fast in (True, "compile"):
+                raise ValueError(f"no fast path for {type(loss).__name__}: it covers "
+                                 f"Trace_ELBO and TraceMeanField_ELBO (one or vectorized "
+                                 f"particles) and the objectives of inference.objectives")
+            self._reason = f"off ({type(loss).__name__} has no lean equivalent)"
+        else:
+            on_cuda = any(p.is_cuda for p in model.parameters())
+            compile = fast == "compile" or (fast == "auto" and on_cuda)
+            self.captured = Captured(lean.differentiable_loss, model, guide, compile=compile)
+            self._reason = f"on ({type(lean).__name__})"
+
+    @property
+    def active(self) -> bool:
+        return self.captured is not None
+
+    @property
+    def reason(self) -> str:
+        return self._reason + ("" if self.captured is None else f"; {self.captured.note}")
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.captured(x, y)
+
+    def verify(self, x: torch.Tensor, y: torch.Tensor | None) -> bool:
+        if self.captured is None:
+            return False
+        model, guide = self.captured.model, self.captured.guide
+        plain = lambda a, b: self.loss.differentiable_loss(model, guide, a, b)  # noqa: E731
+        same, detail = same_outputs(plain, self.captured.eager, x, y)
+        if not same:
+            self.captured = None
+            self._reason = f"off (Pyro's objective and the lean one gave {detail})"
+        return same

@@ -1,0 +1,105 @@
+"""Training objectives as Pyro ELBOs, computed from per-point log-weights.
+
+Each objective draws K particles per data point at once (a ``pyro.plate`` of particles),
+reads log w = log p(x, z) − log q(z | x) of every (particle, point) from Pyro traces
+(:func:`inference.traces.log_weights`) and reduces it to a scalar. They offer ``loss``,
+``loss_and_grads`` and ``differentiable_loss``, so they work in ``pyro.infer.SVI``, in
+:func:`inference.fit` and as a plain torch loss. ``differentiable_loss`` never reads a
+value back to the host, so a training step makes no device synchronisation.
+
+They need reparameterized guides (Normal-like latents): the gradient is pathwise, with no
+score-function term. For discrete latents use Pyro's ``Trace_ELBO`` or ``TraceEnum_ELBO``.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.infer import ELBO
+
+from inference.traces import log_weights, sample_sites
+
+
+class LogWeightObjective(ELBO):
+    """Base class: an objective that is a function of the (K, N) log-weights."""
+
+    analytic_kl = False
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1,
+                 retain_graph: bool | None = None):
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=True, retain_graph=retain_graph)
+
+    def log_weights(self, model, guide, x, y=None) -> torch.Tensor:
+        """log w (K, N) for K = ``num_particles`` reparameterized draws per point."""
+        dim = -(self.max_plate_nesting + 1)
+        lw, _, guide_trace = log_weights(model, guide, x, y, self.num_particles, dim,
+                                         analytic_kl=self.analytic_kl)
+        _check_reparameterized(type(self).__name__, guide_trace)
+        return lw
+
+    def reduce(self, log_w: torch.Tensor) -> torch.Tensor:
+        """The loss (to minimize) from log w (K, N)."""
+        raise NotImplementedError
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError(f"{type(self).__name__} draws all particles at once; "
+                                  f"call loss, loss_and_grads or differentiable_loss")
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        return self.reduce(self.log_weights(model, guide, *args, **kwargs))
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward(retain_graph=self.retain_graph)
+        return loss.item()
+
+
+def _check_reparameterized(name: str, guide_trace) -> None:
+    for site_name, site in sample_sites(guide_trace):
+        if not site["fn"].has_rsample:
+            raise ValueError(f"{name} needs reparameterized guide sites, but site "
+                             f"{site_name!r} is {type(site['fn']).__name__}; use Pyro's "
+                             f"Trace_ELBO or TraceEnum_ELBO for discrete latents")
+
+
+class ParticleELBO(LogWeightObjective):
+    """The ELBO averaged over K vectorized particles: −(1/K) Σ_k Σ_n log w_kn.
+
+    For a reparameterized guide it is Pyro's ``Trace_ELBO(num_particles=K,
+    vectorize_particles=True)``: same draws under the same seed, same value, same gradient.
+    """
+
+    def reduce(self, log_w: torch.Tensor) -> torch.Tensor:
+        return -log_w.sum() / log_w.shape[0]
+
+
+class MeanFieldELBO(ParticleELBO):
+    """:class:`ParticleELBO` with KL(q || p) in closed form wherever torch knows it, as
+    Pyro's ``TraceMeanField_ELBO``: log w_kn = log p(x_n | z_kn) − KL(q(z | x_n) || p(z))."""
+
+    analytic_kl = True
+
+
+def lean_equivalent(loss: ELBO) -> LogWeightObjective | None:
+    """The objective of this module that computes exactly what ``loss`` computes, or None.
+
+    Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` (one particle, or vectorized
+    particles) map to :class:`ParticleELBO` and :class:`MeanFieldELBO`, which give the same
+    values and gradients for reparameterized guides without Pyro's per-step bookkeeping and
+    host reads. Objectives of this module map to themselves.
+    """
+    if isinstance(loss, LogWeightObjective):
+        return loss
+    from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+    lean = {Trace_ELBO: ParticleELBO, TraceMeanField_ELBO: MeanFieldELBO}.get(type(loss))
+    if lean is None or (loss.num_particles > 1 and not loss.vectorize_particles):
+        return None
+    nesting = loss.max_plate_nesting
+    return lean(num_particles=loss.num_particles,
+                max_plate_nesting=1 if nesting == float("inf") else int(nesting),
+                retain_graph=loss.retain_graph)

@@ -1,0 +1,199 @@
+"""The fast path gives the plain path's numbers; it steps aside where it would not."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.nn import PyroModule
+
+from guides import make_guide
+from inference import capture, fit
+from inference.objectives import MeanFieldELBO, ParticleELBO, lean_equivalent
+from inference.train import Trainer, parameters
+from models import data_plate, make_model
+from models.distributions import BernoulliPixels
+from models.nets import StandardNormal
+
+SMALL = {"z_dim": 4, "hidden": (32,)}
+
+
+def small_pair(seed=0):
+    torch.manual_seed(seed)
+    return make_model("bernoulli_mlp", **SMALL), make_guide("gaussian_mlp", **SMALL)
+
+
+def flat(*modules):
+    return torch.cat([p.detach().flatten() for m in modules for p in m.parameters()])
+
+
+@pytest.mark.parametrize("plain,lean", [
+    (Trace_ELBO(), ParticleELBO()),
+    (TraceMeanField_ELBO(), MeanFieldELBO()),
+    (Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1), ParticleELBO(4)),
+    (TraceMeanField_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1),
+     MeanFieldELBO(4)),
+])
+def test_lean_objectives_equal_pyro_in_value_and_gradient(plain, lean, binary_x):
+    model, guide = small_pair()
+    params = parameters(model, guide)
+    with pyro.validation_enabled(False):
+        pyro.set_rng_seed(1)
+        a = plain.differentiable_loss(model, guide, binary_x, None)
+        pyro.set_rng_seed(1)
+        b = lean.differentiable_loss(model, guide, binary_x, None)
+    torch.testing.assert_close(b, a)
+    for ga, gb in zip(torch.autograd.grad(a, params), torch.autograd.grad(b, params),
+                      strict=True):
+        torch.testing.assert_close(gb, ga)
+    assert type(lean_equivalent(plain)) is type(lean)
+
+
+def test_lean_objective_api_and_limits(binary_x):
+    model, guide = small_pair()
+    elbo = ParticleELBO()
+    pyro.set_rng_seed(2)
+    value = elbo.loss(model, guide, binary_x)
+    pyro.set_rng_seed(2)
+    assert elbo.loss_and_grads(model, guide, binary_x) == pytest.approx(value)
+    assert all(p.grad is not None for p in parameters(model, guide))
+    assert lean_equivalent(RenyiELBO()) is None
+    assert lean_equivalent(Trace_ELBO(num_particles=3)) is None  # sequential particles
+
+
+class CoinGuide(PyroModule):
+    """A guide with a discrete latent: no reparameterized gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.logit = torch.nn.Parameter(torch.zeros(4))
+
+    def forward(self, x, y=None):
+        with data_plate(x, y):
+            pyro.sample("z", dist.Bernoulli(logits=self.logit).to_event(1))
+
+
+class CoinModel(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.decoder = torch.nn.Linear(4, 784)
+
+    def forward(self, x=None, y=None):
+        with data_plate(x, y):
+            z = pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(4)).to_event(1))
+            pyro.sample("x", BernoulliPixels(self.decoder(z)), obs=x)
+
+
+def test_non_reparameterized_guides_keep_pyros_objective(binary_x):
+    with pytest.raises(ValueError, match="reparameterized guide sites.*'z' is Independent"):
+        ParticleELBO().loss(CoinModel(), CoinGuide(), binary_x)
+    history = fit(CoinModel(), CoinGuide(), binary_x, epochs=1, batch_size=16, progress=False)
+    assert history.fast_path.startswith("off (Pyro's objective and the lean one gave")
+
+
+@pytest.mark.parametrize("loss", [Trace_ELBO(), TraceMeanField_ELBO()])
+def test_fast_and_plain_fits_give_the_same_numbers(loss, binary_x, monkeypatch):
+    monkeypatch.setattr(capture, "CAPTURE_AFTER", 2)  # capture within this short run
+    results = {}
+    for fast in (False, "auto"):
+        model, guide = small_pair()
+        history = fit(model, guide, binary_x, test=binary_x[:16], epochs=3, batch_size=16,
+                      loss=loss, fast=fast, progress=False)
+        results[fast] = (history, flat(model, guide))
+    (plain, p_params), (quick, q_params) = results[False], results["auto"]
+    assert plain.fast_path == "off (fast=False)"
+    assert "graph captured for batch shape (16, 784)" in quick.fast_path
+    assert quick.train_elbo == pytest.approx(plain.train_elbo, rel=1e-5)
+    assert quick.test_elbo == pytest.approx(plain.test_elbo, rel=1e-5)
+    torch.testing.assert_close(q_params, p_params, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_fast_path_gives_the_same_numbers(binary_x, monkeypatch):
+    monkeypatch.setattr(capture, "CAPTURE_AFTER", 2)
+    histories = {}
+    for fast in (False, "compile"):
+        model, guide = small_pair()
+        histories[fast] = fit(model, guide, binary_x, epochs=2, batch_size=16, fast=fast,
+                              progress=False)
+    assert "graph captured and compiled for batch shape (16, 784)" in histories[
+        "compile"].fast_path
+    assert histories["compile"].train_elbo == pytest.approx(histories[False].train_elbo,
+                                                            rel=1e-4)
+
+
+class BranchOnData(PyroModule):
+    """A model whose operations depend on the data's values: it must not be captured."""
+
+    def __init__(self):
+        super().__init__()
+        self.prior = StandardNormal(4)
+        self.decoder = torch.nn.Linear(4, 784)
+
+    def forward(self, x=None, y=None):
+        with data_plate(x, y):
+            z = pyro.sample("z", self.prior())
+            logits = self.decoder(z)
+            if x is not None and x.mean() > 0.5:  # data-dependent Python control flow
+                logits = -logits
+            pyro.sample("x", BernoulliPixels(logits), obs=x)
+
+
+def test_data_dependent_programs_are_not_captured(binary_x, monkeypatch):
+    monkeypatch.setattr(capture, "CAPTURE_AFTER", 1)
+    torch.manual_seed(0)
+    history = fit(BranchOnData(), make_guide("gaussian_mlp", **SMALL), binary_x, epochs=1,
+                  batch_size=16, progress=False)
+    assert "capture refused for shape (16, 784)" in history.fast_path
+    assert history.fast_path.startswith("on (ParticleELBO)")  # still lean, eagerly
+
+
+def test_the_fast_loss_reads_nothing_back_from_the_device(binary_x, monkeypatch):
+    """Pyro's Trace_ELBO calls .item() (a device sync on a GPU) in every loss; ours never.
+    (torch's Adam reads its step counters, which live on the host, so they are not counted.)"""
+    monkeypatch.setattr(capture, "CAPTURE_AFTER", 1)
+    reads = []
+    original = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or original(self))
+    model, guide = small_pair()
+    opt = torch.optim.Adam(parameters(model, guide), lr=1e-3)
+    trainer = Trainer(model, guide, Trace_ELBO(), opt, seed=0, clip_norm=None, progress=False,
+                      fast="auto")
+    x = binary_x[:16]
+    counts = {}
+    with pyro.validation_enabled(False):
+        trainer.fast(x, None)  # captures the graph
+        for name, loss in (("fast", lambda: trainer.fast(x, None)),
+                           ("pyro", lambda: Trace_ELBO().differentiable_loss(model, guide, x))):
+            reads.clear()
+            for _ in range(3):
+                loss().backward()
+            counts[name] = len(reads)
+    assert counts["fast"] == 0 and counts["pyro"] >= 3  # Pyro: at least one per loss
+
+
+def test_asking_for_the_impossible_is_clear(binary_x):
+    with pytest.raises(ValueError, match="no fast path for RenyiELBO"):
+        fit(*small_pair(), binary_x, loss=RenyiELBO(), fast=True, progress=False)
+    with pytest.raises(ValueError, match="fast must be False, True, 'auto' or 'compile'"):
+        fit(*small_pair(), binary_x, fast="turbo", progress=False)
+
+
+def test_compiled_evaluation_draws_the_same_particles(linear_model):
+    from inference.marginal import _COMPILED, importance_sample
+
+    guide = make_guide("linear_gaussian", x_dim=6, z_dim=2, covariance="diagonal").double()
+    guide.set_posterior(linear_model)
+    with torch.no_grad():
+        guide.bias.add_(0.3)
+    x = linear_model.marginal().sample((40,))
+    runs = {}
+    for fast in (False, "compile", "compile"):
+        pyro.set_rng_seed(4)
+        runs.setdefault(fast, []).append(importance_sample(
+            linear_model, guide, x, num_samples=256, chunk_size=64, batch_size=20, fast=fast))
+    plain, compiled = runs[False][0], runs["compile"][0]
+    assert plain.fast_path == "eager"
+    assert compiled.fast_path == "graph captured and compiled for batch shape (20, 6)"
+    torch.testing.assert_close(compiled.log_likelihood, plain.log_likelihood, atol=1e-6, rtol=0)
+    torch.testing.assert_close(compiled.latent_means["z"], plain.latent_means["z"])
+    assert len(_COMPILED[linear_model]) == 1  # the second call reused the compiled chunks
