@@ -30,22 +30,39 @@ from inference.objectives import lean_equivalent
 CAPTURE_AFTER = 20  # calls with one input shape before it is captured: short runs stay eager
 
 
+def _close(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        (u is None and v is None) or (u is not None and v is not None and u.shape == v.shape
+                                      and bool(torch.allclose(u, v, rtol=1e-4, atol=1e-3)))
+        for u, v in zip(a, b, strict=False))
+
+
 def same_outputs(first, second, x: torch.Tensor, y: torch.Tensor | None, *,
-                 grad: bool = False) -> tuple[bool, str]:
-    """Run two functions of (x, y) under the same random draws; (equal?, what they gave)."""
+                 params: list[torch.Tensor] | None = None) -> tuple[bool, str]:
+    """Run two functions of (x, y) under the same random draws; (equal?, what they gave).
+
+    With ``params`` the first output's gradients with respect to them must agree too: a
+    graph that replays the forward pass but loses a custom backward is caught here.
+    """
     devices = [x.device] if x.device.type == "cuda" else []
+    grads = []
     try:
-        with torch.random.fork_rng(devices=devices), torch.set_grad_enabled(grad):
-            torch.manual_seed(0)
-            a = tree_leaves(first(x, y))
-            torch.manual_seed(0)
-            b = tree_leaves(second(x, y))
+        with torch.random.fork_rng(devices=devices), torch.set_grad_enabled(bool(params)):
+            outs = []
+            for fn in (first, second):
+                torch.manual_seed(0)
+                outs.append(tree_leaves(fn(x, y)))
+                if params:
+                    grads.append(list(torch.autograd.grad(outs[-1][0], params,
+                                                          allow_unused=True)))
     except Exception as e:  # a user's program can fail in any way; the caller falls back
         return False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    same = len(a) == len(b) and all(
-        u.shape == v.shape and bool(torch.allclose(u, v, rtol=1e-5, atol=1e-3))
-        for u, v in zip(a, b, strict=False))
-    return same, f"{a[0].sum().item():.6g} vs {b[0].sum().item():.6g}"
+    a, b = outs
+    if not _close(a, b):
+        return False, f"{a[0].sum().item():.6g} vs {b[0].sum().item():.6g}"
+    if params and not _close(*grads):
+        return False, "the same value but different gradients"
+    return True, "the same value" + (" and gradients" if params else "")
 
 
 class Captured:
@@ -84,6 +101,12 @@ class Captured:
                 graph = self.graphs[key] = self._capture(x, y)
         return self.eager(x, y) if graph is None else graph(x, y, *self.states)
 
+    def _params(self) -> list[torch.Tensor] | None:
+        """Parameters whose gradients a captured training graph must reproduce."""
+        if not self.grad:
+            return None
+        return [p for s in self.states for p in s.values() if p.requires_grad]
+
     def _capture(self, x, y) -> Callable | None:
         def functional(x, y, model_state, guide_state):  # a plain function: make_fx counts
             model = lambda *a: functional_call(self.model, model_state, a)  # noqa: E731
@@ -100,7 +123,7 @@ class Captured:
         graph.graph.eliminate_dead_code()
         graph.recompile()
         run = lambda a, b: graph(a, b, *self.states)  # noqa: E731
-        ok, detail = same_outputs(run, self.eager, x, y, grad=self.grad)
+        ok, detail = same_outputs(run, self.eager, x, y, params=self._params())
         if not ok:
             self.refusals.append(f"capture refused for shape {tuple(x.shape)}: graph and "
                                  f"eager gave {detail}")
@@ -120,7 +143,7 @@ class Captured:
         with inductor_config.patch(fallback_random=True):
             ok, detail = same_outputs(lambda a, b: compiled(a, b, *self.states),
                                       lambda a, b: graph(a, b, *self.states), x, y,
-                                      grad=self.grad)
+                                      params=self._params())
         if not ok:
             self.refusals.append(f"compiling refused for shape {tuple(x.shape)} ({detail}); "
                                  f"the captured graph runs instead")
@@ -175,7 +198,8 @@ class FastPath:
             return False
         model, guide = self.captured.model, self.captured.guide
         plain = lambda a, b: self.loss.differentiable_loss(model, guide, a, b)  # noqa: E731
-        same, detail = same_outputs(plain, self.captured.eager, x, y)
+        same, detail = same_outputs(plain, self.captured.eager, x, y,
+                                    params=self.captured._params())
         if not same:
             self.captured = None
             self._reason = f"off (Pyro's objective and the lean one gave {detail})"

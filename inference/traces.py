@@ -23,8 +23,11 @@ def sample_sites(tr: poutine.Trace):
 
 
 def particle_dim(model, guide, x: torch.Tensor, y: torch.Tensor | None) -> int:
-    """The dim for a particle plate: left of every plate that model or guide opens."""
-    with torch.no_grad():
+    """The dim for a particle plate: left of every plate that model or guide opens.
+
+    The probe runs under a forked RNG, so it does not shift later draws."""
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
         g = poutine.trace(guide).get_trace(x, y)
         m = poutine.trace(poutine.replay(model, trace=g)).get_trace(x, y)
     dims = [f.dim for tr in (g, m) for _, s in sample_sites(tr)
@@ -45,6 +48,16 @@ def _check_per_point(name: str, site: dict) -> None:
     if frames.get("data") != -1:
         raise ValueError(f"site {name!r} is not inside pyro.plate('data', dim=-1); per-point "
                          f"scores need every sample site there")
+
+
+def summed_log_prob(tr: poutine.Trace, dim: int, k: int, n: int) -> torch.Tensor:
+    """Σ over a trace's sample sites of their log-densities, per particle and point (k, n)."""
+    tr.compute_log_prob(lambda name, site: not site_is_subsample(site))
+    parts = []
+    for name, site in sample_sites(tr):
+        _check_per_point(name, site)
+        parts.append(per_point(site["log_prob"], dim, k, n))
+    return torch.stack(parts).sum(0)
 
 
 def particle_traces(model, guide, x, y, k: int, dim: int):
