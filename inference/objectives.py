@@ -13,10 +13,16 @@ score-function term. For discrete latents use Pyro's ``Trace_ELBO`` or ``TraceEn
 
 from __future__ import annotations
 
+import math
+import warnings
+
+import pyro
+import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO
+from torch.func import functional_call
 
-from inference.traces import log_weights, sample_sites
+from inference.traces import log_weights, sample_sites, summed_log_prob
 
 
 class LogWeightObjective(ELBO):
@@ -103,3 +109,90 @@ def lean_equivalent(loss: ELBO) -> LogWeightObjective | None:
     return lean(num_particles=loss.num_particles,
                 max_plate_nesting=1 if nesting == float("inf") else int(nesting),
                 retain_graph=loss.retain_graph)
+
+
+class IWAE(LogWeightObjective):
+    """The importance-weighted bound (Burda, Grosse & Salakhutdinov 2016, eq. 8):
+    −Σ_n log (1/K) Σ_k w_kn. K = 1 is the ELBO; it tightens towards log p(x) as K grows.
+
+    Unlike Pyro's ``RenyiELBO(alpha=0)``, which bounds the whole minibatch jointly, the
+    bound is per data point, and it has a ``differentiable_loss``.
+    """
+
+    def reduce(self, log_w: torch.Tensor) -> torch.Tensor:
+        return -(torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])).sum()
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient of a (K, N, ...) value by the
+    (K, N) tensor ``holder[0]``, which is set after the forward pass."""
+
+    @staticmethod
+    def forward(ctx, z, holder):
+        ctx.holder = holder
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        scale = ctx.holder[0]
+        return grad * scale.reshape(scale.shape + (1,) * (grad.dim() - scale.dim())), None
+
+
+def _detached_module(module):
+    """``module`` called with its parameters detached: same values, no gradient to them."""
+    state = {**{n: p.detach() for n, p in module.named_parameters()},
+             **dict(module.named_buffers())}
+
+    def call(*args):
+        with warnings.catch_warnings():  # Pyro's global param store notes the detached ones
+            warnings.filterwarnings("ignore", message=".*not registered in the param store")
+            return functional_call(module, state, args)
+
+    return call
+
+
+class _StopGradientIWAE(IWAE):
+    """IWAE bound whose guide gradient flows only through the reparameterized z: log q is
+    evaluated with the guide's parameters detached (a second, cheap pass of the guide)."""
+
+    power = 1  # the guide's gradient weights each particle by w̃_k ** power
+
+    def differentiable_loss(self, model, guide, x, y=None) -> torch.Tensor:
+        k, dim = self.num_particles, -(self.max_plate_nesting + 1)
+        with pyro.plate("particles", k, dim=dim):
+            g = poutine.trace(guide).get_trace(x, y)
+        _check_reparameterized(type(self).__name__, g)
+        holder = [1.0]  # per-particle weights for the z gradient, filled in below
+        replayed = g.copy()
+        for name, site in sample_sites(g):
+            value = site["value"]
+            replayed.nodes[name] = {**site, "value": _ScaleGrad.apply(value, holder)
+                                    if self.power > 1 else value}
+        frozen = _detached_module(guide)
+        with pyro.plate("particles", k, dim=dim):
+            m = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(x, y)
+            q = poutine.trace(poutine.replay(frozen, trace=replayed)).get_trace(x, y)
+        log_w = summed_log_prob(m, dim, k, len(x)) - summed_log_prob(q, dim, k, len(x))  # (K, N)
+        w = torch.softmax(log_w.detach(), 0)  # w̃
+        holder[0] = w.pow(self.power - 1)
+        surrogate = -(w * log_w).sum()
+        value = self.reduce(log_w.detach())
+        return value + surrogate - surrogate.detach()
+
+
+class STL(_StopGradientIWAE):
+    """IWAE bound with the "sticking the landing" gradient (Roeder, Wu & Duvenaud 2017):
+    the guide's gradient keeps only the pathwise term Σ_k w̃_k ∂log w_k/∂z_k ∂z_k/∂φ, the
+    score term ∂log q/∂φ is dropped. Same value as :class:`IWAE`; the guide's gradient
+    vanishes when q is the exact posterior."""
+
+    power = 1
+
+
+class DReG(_StopGradientIWAE):
+    """IWAE bound with the doubly reparameterized gradient (Tucker, Lawson, Gu & Maddison
+    2018): the guide's gradient is Σ_k w̃_k² ∂log w_k/∂z_k ∂z_k/∂φ (unbiased, and its
+    signal-to-noise ratio does not decay with K), the model's the usual Σ_k w̃_k ∂log w_k/∂θ.
+    Same value as :class:`IWAE`."""
+
+    power = 2

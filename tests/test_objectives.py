@@ -1,0 +1,139 @@
+"""IWAE, DReG and STL: their values are the IWAE bound, their gradients what the papers say."""
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro.infer import SVI, RenyiELBO, Trace_ELBO
+
+from guides import make_guide
+from inference import capture, fit, iw_log_likelihood
+from inference.objectives import IWAE, STL, DReG
+from inference.train import parameters
+from models import make_model
+
+SMALL = {"z_dim": 4, "hidden": (32,)}
+
+
+def small_pair():
+    torch.manual_seed(0)
+    return make_model("bernoulli_mlp", **SMALL), make_guide("gaussian_mlp", **SMALL)
+
+
+def seeded(fn, seed=1):
+    pyro.set_rng_seed(seed)
+    with pyro.validation_enabled(False):
+        return fn()
+
+
+def test_iwae_value_is_the_evaluators_bound_and_renyis_per_point(binary_x):
+    model, guide = small_pair()
+    x = binary_x[:6]
+    iwae = seeded(lambda: IWAE(5).differentiable_loss(model, guide, x))
+    log_px = seeded(lambda: iw_log_likelihood(model, guide, x, num_samples=5, fast=False))
+    assert iwae.item() == pytest.approx(-log_px.sum().item(), rel=1e-6)
+    renyi = RenyiELBO(alpha=0, num_particles=5, vectorize_particles=True, max_plate_nesting=1)
+    for i in range(2):  # RenyiELBO bounds a whole minibatch jointly: compare one point at a time
+        ours = seeded(lambda i=i: IWAE(5).loss(model, guide, x[i:i + 1]), seed=i)
+        assert ours == pytest.approx(seeded(lambda i=i: renyi.loss(model, guide, x[i:i + 1]),
+                                            seed=i), rel=1e-6)
+    one = seeded(lambda: IWAE(1).differentiable_loss(model, guide, x))
+    trace = seeded(lambda: Trace_ELBO().differentiable_loss(model, guide, x))
+    assert one.item() == pytest.approx(trace.item(), rel=1e-6)  # K = 1 is the ELBO
+    for cls in (STL, DReG):  # the same value: they change only the gradient
+        value = seeded(lambda cls=cls: cls(5).differentiable_loss(model, guide, x))
+        assert value.item() == pytest.approx(iwae.item(), rel=1e-6)
+
+
+def guide_gradients(objective, model, guide, x, draws):
+    params = list(guide.parameters())
+    rows = []
+    for _ in range(draws):
+        loss = objective.differentiable_loss(model, guide, x)
+        rows.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
+    return torch.stack(rows)  # (draws, n_params)
+
+
+def poor_guide(model):
+    guide = make_guide("linear_gaussian", x_dim=6, z_dim=2, covariance="diagonal").double()
+    guide.set_posterior(model)
+    with torch.no_grad():
+        guide.bias.add_(0.5)
+    return guide
+
+
+def test_dreg_is_unbiased_with_less_variance_at_k50(linear_model, capsys):
+    x = linear_model.marginal().sample((1,))
+    guide = poor_guide(linear_model)
+    draws = 1500
+    with pyro.validation_enabled(False):
+        iwae = guide_gradients(IWAE(50), linear_model, guide, x, draws)
+        dreg = guide_gradients(DReG(50), linear_model, guide, x, draws)
+    # the bias (2) and scale (2) gradients are the guide's independent components
+    own = slice(-4, None)
+    z = (iwae.mean(0) - dreg.mean(0))[own] / ((iwae.var(0) + dreg.var(0)) / draws)[own].sqrt()
+    assert z.abs().max() < 4, z
+    ratio = (iwae.var(0).sum() / dreg.var(0).sum()).item()
+    with capsys.disabled():
+        print(f"\n  guide-gradient variance at K=50: IWAE / DReG = {ratio:.2f}")
+    assert ratio > 2
+
+
+def test_stl_and_dreg_gradients_vanish_at_the_exact_posterior(linear_model):
+    x = linear_model.marginal().sample((3,))
+    guide = make_guide("linear_gaussian", x_dim=6, z_dim=2).double().set_posterior(linear_model)
+    for objective, vanishes in ((STL(5), True), (DReG(5), True), (IWAE(5), False)):
+        with pyro.validation_enabled(False):
+            loss = objective.differentiable_loss(linear_model, guide, x)
+        largest = max(g.abs().max() for g in torch.autograd.grad(loss, list(guide.parameters())))
+        assert (largest < 1e-10) == vanishes, (type(objective).__name__, largest)
+
+
+@pytest.mark.parametrize("cls", [IWAE, STL, DReG])
+def test_differentiable_loss_gives_loss_and_grads_gradients(cls, binary_x, tmp_path):
+    model, guide = small_pair()
+    x, params = binary_x[:8], parameters(model, guide)
+
+    def grads_of(run):
+        for p in params:
+            p.grad = None
+        seeded(run)
+        return [p.grad.clone() for p in params]
+
+    reference = grads_of(lambda: cls(5).loss_and_grads(model, guide, x))
+    as_module = cls(5)(model, guide)  # Pyro's ELBOModule: a plain torch loss
+    torch_loss = grads_of(lambda: as_module(x).backward())
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous",
+                                         rank=0, world_size=1)
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(cls(5)(model, guide))
+        under_ddp = grads_of(lambda: ddp(x).backward())
+    finally:
+        torch.distributed.destroy_process_group()
+    for got in (torch_loss, under_ddp):
+        for a, b in zip(got, reference, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cls", [IWAE, STL, DReG])
+def test_objectives_train_in_pyro_svi(cls, binary_x):
+    """pyro.infer.SVI collects parameters from Pyro's global param store: build and train
+    the pair with module_local_params off (the lab turns it on for its own loop)."""
+    with pyro.settings.context(module_local_params=False):
+        pyro.clear_param_store()
+        model, guide = small_pair()
+        svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=cls(3))
+        losses = [svi.step(binary_x) for _ in range(30)]
+        assert len(pyro.get_param_store()) == len(parameters(model, guide))
+    assert math.isfinite(losses[-1]) and losses[-1] < losses[0]
+
+
+def test_objectives_train_in_fit(binary_x, monkeypatch):
+    monkeypatch.setattr(capture, "CAPTURE_AFTER", 1)
+    for objective, note in ((IWAE(3), "graph captured"), (DReG(3), "capture refused")):
+        model, guide = small_pair()
+        history = fit(model, guide, binary_x, epochs=2, batch_size=16, loss=objective,
+                      progress=False)
+        assert history.train_elbo[1] > history.train_elbo[0]
+        assert note in history.fast_path  # DReG replays the guide itself: it runs eagerly
