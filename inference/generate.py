@@ -6,6 +6,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from inference.traces import sample_sites
+
 
 def _device(module) -> torch.device:
     return next((p.device for p in module.parameters()), torch.device("cpu"))
@@ -13,20 +15,20 @@ def _device(module) -> torch.device:
 
 @torch.no_grad()
 def sample(model, n: int, *, y: torch.Tensor | None = None, mean: bool = False,
-           sites: tuple[str, ...] = ("z", "x")) -> dict[str, torch.Tensor]:
+           sites: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """Draw ``n`` samples of the model's sites by running ``model(None, y)``.
 
     The model runs once inside an outer ``pyro.plate("samples", n, dim=-2)``, so all ``n``
     draws are vectorized. Without ``y`` each returned tensor has shape ``(n, *event)``;
     with labels ``y`` of shape (M,) it has shape ``(n, M, *event)``: n draws per label.
     ``mean=True`` returns the likelihood's mean (pixel probabilities) for ``x`` instead of
-    a draw.
+    a draw. ``sites`` picks sites by name (default: every sample site, e.g. z1, z2, x).
     """
     y = None if y is None else y.to(_device(model))
     with pyro.plate("samples", n, dim=-2):
         tr = poutine.trace(model).get_trace(None, y)
     out = {}
-    for name in sites:
+    for name in sites or [n for n, _ in sample_sites(tr)]:
         site = tr.nodes[name]
         fn = site["fn"]
         value = fn.mean.expand(fn.shape()) if mean and name == "x" else site["value"]

@@ -125,3 +125,19 @@ class StandardNormal(nn.Module):
 
     def forward(self) -> DiagNormal:
         return DiagNormal(self.loc, self.scale, standard=True)
+
+
+class GaussianHead(nn.Module):
+    """input -> MLP(hidden) -> (loc, scale) of a diagonal Gaussian over ``out`` dimensions."""
+
+    def __init__(self, n_in: int, hidden: Sequence[int], out: int, act: str,
+                 scale: str = "softplus"):
+        super().__init__()
+        self.out = out
+        self.to_scale = scale_transform(scale)
+        self.trunk = mlp([n_in, *hidden], act, final_activation=True) if hidden else nn.Identity()
+        self.head = nn.Linear(hidden[-1] if hidden else n_in, 2 * out)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw = self.head(self.trunk(h)).chunk(2, dim=-1)  # (..., out) each
+        return loc, self.to_scale(raw)

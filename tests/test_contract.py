@@ -8,26 +8,36 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from guides import GUIDES, make_guide
-from inference import check_pair, fit
+from inference import PairError, check_pair, fit
 from inference.train import Trainer, parameters
 from models import MODELS, make_model
-
-SMALL = {"z_dim": 4}
 
 
 def _small(registry, name):
     accepts = inspect.signature(registry[name]).parameters
-    config = dict(SMALL)
-    if "hidden" in accepts:
-        config["hidden"] = (32,)
-    return config
+    small = {"z_dim": 4, "hidden": (32,), "z1_dim": 6, "z2_dim": 3, "hidden1": (16,),
+             "hidden2": (8,)}
+    return {k: v for k, v in small.items() if k in accepts}
+
+
+def _latent_sites(fn, x):
+    import pyro.poutine as poutine
+
+    tr = poutine.trace(fn).get_trace(x, None)
+    return {n for n, s in tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
+            and n != "data"}
 
 
 @pytest.mark.parametrize("model_name,guide_name", list(itertools.product(MODELS, GUIDES)))
 def test_every_pair_takes_a_finite_step(model_name, guide_name, binary_x):
+    """Pairs with the same latent sites train; the others are refused, naming a site."""
     model = make_model(model_name, **_small(MODELS, model_name))
     guide = make_guide(guide_name, **_small(GUIDES, guide_name))
     x = binary_x[:16]
+    if _latent_sites(model, x) != _latent_sites(guide, x):
+        with pytest.raises(PairError, match="site 'z"):
+            check_pair(model, guide, x)
+        return
     check_pair(model, guide, x)
     params = parameters(model, guide)
     before = [p.detach().clone() for p in params]
