@@ -53,7 +53,8 @@ def train_parser() -> argparse.ArgumentParser:
     a("--guide-config", type=_json_dict, help="other guide arguments as JSON")
     a("--dataset", choices=DATASETS, help="default: embedded (a 10,000-image MNIST subset)")
     a("--binarize", choices=BINARIZE, help="pixels: dynamic (default), static or none")
-    a("--loss", choices=list(LOSSES), help="objective: trace (default), meanfield, tracegraph")
+    a("--loss", choices=list(LOSSES),
+      help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl")
     a("--num-particles", type=int, help="samples of z per data point in the objective")
     a("--fast", choices=("auto", "compile", "off"),
       help="fast path: auto (default; compiles on CUDA), compile (on the CPU too), off "
@@ -61,6 +62,9 @@ def train_parser() -> argparse.ArgumentParser:
     a("--epochs", type=int, help="default 10")
     a("--batch-size", type=int, help="default 128")
     a("--lr", type=float, help="Adam learning rate, default 1e-3")
+    a("--adam-eps", type=float, help="Adam epsilon, default 1e-8 (the IWAE paper: 1e-4)")
+    a("--schedule", choices=("constant", "iwae"),
+      help="learning rate per epoch: constant (default) or iwae (3**i epochs at 10**(-i/7))")
     a("--seed", type=int, help="default 0")
     a("--device", help="auto (default: CUDA when available), cpu, cuda, cuda:1")
     a("--out", type=Path, help="run folder (default runs/<date>-<time>)")

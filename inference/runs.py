@@ -29,7 +29,8 @@ from inference.checkpoint import (
 )
 from inference.data import TensorData
 from inference.datasets import load_dataset
-from inference.train import epoch_summary, fit, resolve_device
+from inference.objectives import IWAE, STL, DReG, LogWeightObjective
+from inference.train import epoch_summary, fit, iwae_schedule, resolve_device
 from inference.visualize import save_figures
 from models import MODELS, make_model
 
@@ -37,7 +38,11 @@ LOSSES: dict[str, type[ELBO]] = {
     "trace": Trace_ELBO,  # one Monte Carlo sample of log p(x, z) - log q(z | x)
     "meanfield": TraceMeanField_ELBO,  # closed-form KL(q || p) where Pyro knows it
     "tracegraph": TraceGraph_ELBO,  # Rao-Blackwellized score-function terms
+    "iwae": IWAE,  # importance-weighted bound with K = num_particles (Burda et al. 2016)
+    "dreg": DReG,  # the same bound, doubly reparameterized guide gradient (Tucker et al. 2018)
+    "stl": STL,  # the same bound, "sticking the landing" guide gradient (Roeder et al. 2017)
 }
+SCHEDULES = {"constant": None, "iwae": iwae_schedule}
 # Figures vae-train writes into out/figures at the end of every run.
 TRAIN_FIGURES = ("reconstructions", "samples", "curves")
 # RunConfig fields a resumed run may change; the others must match the saved run.
@@ -63,13 +68,16 @@ class RunConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    adam_eps: float = 1e-8
+    schedule: str = "constant"  # constant, or iwae: Burda et al.'s 3**i epochs at 10**(-i/7)
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self):
         for kind, name, names in (("model", self.model, MODELS), ("guide", self.guide, GUIDES),
                                   ("loss", self.loss, LOSSES),
-                                  ("fast", self.fast, ("auto", "compile", "off"))):
+                                  ("fast", self.fast, ("auto", "compile", "off")),
+                                  ("schedule", self.schedule, SCHEDULES)):
             if name not in names:
                 raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
 
@@ -86,8 +94,11 @@ class RunConfig:
 
 
 def make_loss(config: RunConfig) -> ELBO:
-    return LOSSES[config.loss](num_particles=config.num_particles,
-                               vectorize_particles=config.num_particles > 1, max_plate_nesting=1)
+    cls = LOSSES[config.loss]
+    if issubclass(cls, LogWeightObjective):
+        return cls(num_particles=config.num_particles, max_plate_nesting=1)
+    return cls(num_particles=config.num_particles, vectorize_particles=config.num_particles > 1,
+               max_plate_nesting=1)
 
 
 def _module_config(cls: type, config: RunConfig, extra: dict, data: TensorData) -> dict:
@@ -161,6 +172,8 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
     start = time.perf_counter()
     history = fit(model, guide, train, test=test, loss=make_loss(config), epochs=config.epochs,
                   batch_size=config.batch_size, lr=config.lr, device=device, seed=config.seed,
+                  optimizer=lambda p: torch.optim.Adam(p, lr=config.lr, eps=config.adam_eps),
+                  lr_schedule=SCHEDULES[config.schedule],
                   checkpoint=ckpt, resume=resume, progress=progress, config=saved,
                   fast=False if config.fast == "off" else config.fast,
                   on_epoch=None if progress else lambda r: log(epoch_summary(r)))

@@ -54,6 +54,16 @@ class History:
         return self.records[i]
 
 
+def iwae_schedule(epoch: int) -> float:
+    """Burda et al. (2016)'s learning-rate factor: stage i = 0, 1, ... lasts 3**i epochs at
+    10**(-i/7), so epochs 1 | 2-4 | 5-13 | ... and 3,280 epochs for i = 0..7."""
+    stage, end = 0, 1
+    while epoch > end:
+        stage += 1
+        end += 3**stage
+    return 10 ** (-stage / 7)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` or ``"auto"``: CUDA when available, else CPU."""
     if device is None or device == "auto":
@@ -100,13 +110,16 @@ class Trainer:
     def __init__(self, model, guide, loss: ELBO, optimizer: torch.optim.Optimizer, *,
                  seed: int | None, clip_norm: float | None, progress: bool,
                  eval_loss: ELBO | None = None, eval_batch_size: int = 1000,
-                 train_eval_points: int = 0, fast: bool | str = False):
+                 train_eval_points: int = 0, fast: bool | str = False,
+                 lr_schedule: Callable[[int], float] | None = None):
         self.model, self.guide, self.loss, self.optimizer = model, guide, loss, optimizer
         self.fast = FastPath(loss, model, guide, fast)
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.seed, self.clip_norm, self.progress = seed, clip_norm, progress
         self.eval_loss, self.eval_batch_size = eval_loss, eval_batch_size
         self.train_eval_points = train_eval_points
+        self.lr_schedule = lr_schedule
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.history = History()
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -150,6 +163,9 @@ class Trainer:
                   batch_size: int) -> dict[str, Any]:
         """Train one epoch, score it, and append the epoch's record."""
         start = time.perf_counter()
+        if self.lr_schedule is not None:
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base * self.lr_schedule(epoch)
         train_elbo, steps = self.train_epoch(train, epoch, epochs, batch_size)
         record: dict[str, Any] = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": None}
         if self.train_eval_points and isinstance(train, TensorData):
@@ -164,7 +180,8 @@ class Trainer:
                 record["test_elbo"] = evaluate_elbo(self.model, self.guide, test,
                                                     loss=self.eval_loss,
                                                     batch_size=self.eval_batch_size)
-        record.update(seconds=time.perf_counter() - start, steps=steps)
+        record.update(seconds=time.perf_counter() - start, steps=steps,
+                      lr=self.optimizer.param_groups[0]["lr"])
         self.history.records.append(record)
         return record
 
@@ -194,6 +211,7 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
         checkpoint: str | Path | None = None, resume: bool = False,
         eval_loss: ELBO | None = None, eval_batch_size: int = 1000,
         train_eval_points: int = 2000, fast: bool | str = "auto",
+        lr_schedule: Callable[[int], float] | None = None,
         clip_norm: float | None = None, progress: bool = True, config: dict | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> History:
     """Train ``guide`` and ``model`` jointly by stochastic variational inference.
@@ -213,7 +231,8 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     checking on the first batch that it gives the same loss under the same draws;
     ``fast="compile"`` compiles on the CPU too, ``fast=False`` keeps Pyro's own objective,
     ``fast=True`` insists on the fast path. Returns the :class:`History`, whose
-    ``fast_path`` says which ran.
+    ``fast_path`` says which ran. ``lr_schedule(epoch)`` multiplies the optimizer's learning
+    rates in each epoch, e.g. :func:`iwae_schedule`.
     """
     device = resolve_device(device)
     if seed is not None:
@@ -224,7 +243,7 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     trainer = Trainer(model, guide, loss, make_opt(parameters(model, guide)), seed=seed,
                       clip_norm=clip_norm, progress=progress, eval_loss=eval_loss,
                       eval_batch_size=eval_batch_size, train_eval_points=train_eval_points,
-                      fast=fast)
+                      fast=fast, lr_schedule=lr_schedule)
     if not trainer.fast.verify(*train.head(min(batch_size, len(train)))) and fast in (
             True, "compile"):
         raise ValueError(f"fast={fast!r}, but the fast path is {trainer.fast.reason}")
