@@ -70,8 +70,10 @@ class Captured:
     that shape has been seen ``capture_after`` times; eager before, or when refused."""
 
     def __init__(self, fn: Callable, model, guide, *, compile: bool = False,
-                 capture_after: int | None = None, grad: bool = True):
+                 capture_after: int | None = None, grad: bool = True,
+                 live: list[tuple[Any, str]] | None = None):
         self.fn, self.model, self.guide, self.compile, self.grad = fn, model, guide, compile, grad
+        self.live = list(live or [])  # (object, attribute): tensors read as graph inputs
         self.capture_after = capture_after
         self.states = ({**dict(model.named_parameters()), **dict(model.named_buffers())},
                        {**dict(guide.named_parameters()), **dict(guide.named_buffers())})
@@ -99,7 +101,10 @@ class Captured:
             after = CAPTURE_AFTER if self.capture_after is None else self.capture_after
             if self.seen[key] >= after:
                 graph = self.graphs[key] = self._capture(x, y)
-        return self.eager(x, y) if graph is None else graph(x, y, *self.states)
+        return self.eager(x, y) if graph is None else self._run(graph, x, y)
+
+    def _run(self, graph: Callable, x, y):
+        return graph(x, y, *self.states, [getattr(o, a) for o, a in self.live])
 
     def _params(self) -> list[torch.Tensor] | None:
         """Parameters whose gradients a captured training graph must reproduce."""
@@ -108,21 +113,29 @@ class Captured:
         return [p for s in self.states for p in s.values() if p.requires_grad]
 
     def _capture(self, x, y) -> Callable | None:
-        def functional(x, y, model_state, guide_state):  # a plain function: make_fx counts
+        def functional(x, y, model_state, guide_state, live):  # a plain function for make_fx
             model = lambda *a: functional_call(self.model, model_state, a)  # noqa: E731
             guide = lambda *a: functional_call(self.guide, guide_state, a)  # noqa: E731
-            return self.fn(model, guide, x, y)
+            kept = [getattr(o, a) for o, a in self.live]
+            try:  # the live tensors (e.g. a handler's β) become inputs of the graph
+                for (o, a), value in zip(self.live, live, strict=True):
+                    setattr(o, a, value)
+                return self.fn(model, guide, x, y)
+            finally:
+                for (o, a), value in zip(self.live, kept, strict=True):
+                    setattr(o, a, value)
 
         detached = [{k: v.detach() for k, v in s.items()} for s in self.states]
+        live = [getattr(o, a).detach() for o, a in self.live]
         try:
-            graph = make_fx(functional, tracing_mode="fake")(x, y, *detached)
+            graph = make_fx(functional, tracing_mode="fake")(x, y, *detached, live)
         except Exception as e:  # data-dependent control flow, unsupported operations
             self.refusals.append(f"capture refused for shape {tuple(x.shape)} "
                                  f"({type(e).__name__}), eager instead")
             return None
         graph.graph.eliminate_dead_code()
         graph.recompile()
-        run = lambda a, b: graph(a, b, *self.states)  # noqa: E731
+        run = lambda a, b: self._run(graph, a, b)  # noqa: E731
         ok, detail = same_outputs(run, self.eager, x, y, params=self._params())
         if not ok:
             self.refusals.append(f"capture refused for shape {tuple(x.shape)}: graph and "
@@ -139,10 +152,10 @@ class Captured:
         """
         import torch._inductor.config as inductor_config
 
-        compiled = torch.compile(lambda x, y, ms, gs: graph(x, y, ms, gs), dynamic=False)
+        compiled = torch.compile(lambda x, y, ms, gs, lv: graph(x, y, ms, gs, lv), dynamic=False)
         with inductor_config.patch(fallback_random=True):
-            ok, detail = same_outputs(lambda a, b: compiled(a, b, *self.states),
-                                      lambda a, b: graph(a, b, *self.states), x, y,
+            ok, detail = same_outputs(lambda a, b: self._run(compiled, a, b),
+                                      lambda a, b: self._run(graph, a, b), x, y,
                                       params=self._params())
         if not ok:
             self.refusals.append(f"compiling refused for shape {tuple(x.shape)} ({detail}); "
@@ -163,7 +176,8 @@ class FastPath:
     keeps Pyro's objective.
     """
 
-    def __init__(self, loss, model, guide, fast: bool | str):
+    def __init__(self, loss, model, guide, fast: bool | str,
+                 live: list[tuple[Any, str]] | None = None):
         if fast not in (False, True, "auto", "compile"):
             raise ValueError(f"fast must be False, True, 'auto' or 'compile', got {fast!r}")
         self.loss, self.captured = loss, None
@@ -179,7 +193,8 @@ class FastPath:
         else:
             on_cuda = any(p.is_cuda for p in model.parameters())
             compile = fast == "compile" or (fast == "auto" and on_cuda)
-            self.captured = Captured(lean.differentiable_loss, model, guide, compile=compile)
+            self.captured = Captured(lean.differentiable_loss, model, guide, compile=compile,
+                                     live=live)
             self._reason = f"on ({type(lean).__name__})"
 
     @property

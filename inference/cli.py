@@ -12,7 +12,15 @@ from guides import GUIDES
 from inference.check import DataError, PairError
 from inference.checkpoint import CheckpointError
 from inference.datasets import BINARIZE, DATASETS, ENV_VAR
-from inference.runs import LOSSES, TRAIN_FIGURES, RunConfig, evaluate_run, plot_run, train_run
+from inference.runs import (
+    LOSSES,
+    TRAIN_FIGURES,
+    RunConfig,
+    evaluate_run,
+    plot_run,
+    sample_run,
+    train_run,
+)
 from inference.train import TrainingDiverged
 from inference.visualize import FIGURES
 from models import MODELS
@@ -54,7 +62,7 @@ def train_parser() -> argparse.ArgumentParser:
     a("--dataset", choices=DATASETS, help="default: embedded (a 10,000-image MNIST subset)")
     a("--binarize", choices=BINARIZE, help="pixels: dynamic (default), static or none")
     a("--loss", choices=list(LOSSES),
-      help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl")
+      help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl, m2")
     a("--num-particles", type=int, help="samples of z per data point in the objective")
     a("--fast", choices=("auto", "compile", "off"),
       help="fast path: auto (default; compiles on CUDA), compile (on the CPU too), off "
@@ -65,6 +73,11 @@ def train_parser() -> argparse.ArgumentParser:
     a("--adam-eps", type=float, help="Adam epsilon, default 1e-8 (the IWAE paper: 1e-4)")
     a("--schedule", choices=("constant", "iwae"),
       help="learning rate per epoch: constant (default) or iwae (3**i epochs at 10**(-i/7))")
+    a("--beta", type=float, help="β-VAE: weight of the KL term in training (default 1)")
+    a("--anneal", help="KL annealing: none (default), linear:EPOCHS or cyclical:PERIOD[:RATIO]"
+                       ", rising to --beta")
+    a("--labels", type=int, help="semi-supervised: keep N labels (balanced), hide the rest")
+    a("--alpha", type=float, help="loss m2: weight of the classification term (default 46)")
     a("--seed", type=int, help="default 0")
     a("--device", help="auto (default: CUDA when available), cpu, cuda, cuda:1")
     a("--out", type=Path, help="run folder (default runs/<date>-<time>)")
@@ -172,6 +185,31 @@ def plot_main(argv: list[str] | None = None) -> int:
                  data_dir=args.data_dir, download=not args.no_download)
     except USER_ERRORS as e:
         parser.exit(2, f"vae-plot: error: {e}\n")
+    return 0
+
+
+def sample_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vae-sample", description="New images from a trained run.")
+    a = p.add_argument
+    a("run", type=Path, help="run folder written by vae-train")
+    a("--label", type=int, help="class to generate (label-conditional models, e.g. "
+                                "conditional_mlp); without it: from the prior")
+    a("-n", type=int, default=64, help="images (default 64)")
+    a("--out", type=Path, help="PNG file (default <run>/figures/samples[-label<L>].png)")
+    a("--seed", type=int, default=0)
+    a("--device", default="auto", help="auto (default), cpu, cuda")
+    return p
+
+
+def sample_main(argv: list[str] | None = None) -> int:
+    parser = sample_parser()
+    args = parser.parse_args(argv)
+    try:
+        path = sample_run(args.run, n=args.n, label=args.label, out=args.out, seed=args.seed,
+                          device=args.device)
+    except USER_ERRORS as e:
+        parser.exit(2, f"vae-sample: error: {e}\n")
+    print(f"wrote {path}")
     return 0
 
 

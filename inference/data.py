@@ -124,6 +124,8 @@ def as_data(data: Any) -> TensorData | LoaderData:
     """Accept a tensor, an ``(x, y)`` pair, a :class:`TensorData` or a torch ``Dataset``."""
     if isinstance(data, (TensorData, LoaderData)):
         return data
+    if all(hasattr(data, a) for a in ("batches", "head", "to", "__len__")):
+        return data  # any other data source with the same interface
     if torch.is_tensor(data):
         return TensorData(data)
     if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):

@@ -36,6 +36,13 @@ def sample(model, n: int, *, y: torch.Tensor | None = None, mean: bool = False,
     return out
 
 
+def class_samples(model, label: int, n: int, *, mean: bool = True) -> torch.Tensor:
+    """``n`` images (n, D) of class ``label`` from a label-conditional model: the model run
+    under ``poutine.condition(model, data={"y": label})``."""
+    y = torch.tensor(label, device=_device(model))
+    return sample(poutine.condition(model, data={"y": y}), n, mean=mean, sites=("x",))["x"]
+
+
 @torch.no_grad()
 def reconstruct(model, guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
                 mean: bool = True) -> torch.Tensor:

@@ -29,9 +29,11 @@ from inference.checkpoint import (
 )
 from inference.data import TensorData
 from inference.datasets import load_dataset
+from inference.handlers import parse_anneal
 from inference.objectives import IWAE, STL, DReG, LogWeightObjective
+from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, accuracy
 from inference.train import epoch_summary, fit, iwae_schedule, resolve_device
-from inference.visualize import save_figures
+from inference.visualize import save_figures, save_png
 from models import MODELS, make_model
 
 LOSSES: dict[str, type[ELBO]] = {
@@ -41,6 +43,7 @@ LOSSES: dict[str, type[ELBO]] = {
     "iwae": IWAE,  # importance-weighted bound with K = num_particles (Burda et al. 2016)
     "dreg": DReG,  # the same bound, doubly reparameterized guide gradient (Tucker et al. 2018)
     "stl": STL,  # the same bound, "sticking the landing" guide gradient (Roeder et al. 2017)
+    "m2": SemiSupervisedELBO,  # TraceEnum_ELBO + α·classification (Kingma et al. 2014)
 }
 SCHEDULES = {"constant": None, "iwae": iwae_schedule}
 # Figures vae-train writes into out/figures at the end of every run.
@@ -70,6 +73,10 @@ class RunConfig:
     lr: float = 1e-3
     adam_eps: float = 1e-8
     schedule: str = "constant"  # constant, or iwae: Burda et al.'s 3**i epochs at 10**(-i/7)
+    beta: float = 1.0  # weight of the latent sites' log-densities in training (β-VAE)
+    anneal: str = "none"  # none, linear:EPOCHS or cyclical:PERIOD[:RATIO], rising to beta
+    labels: int | None = None  # semi-supervised: keep this many labels, hide the others
+    alpha: float = 46.0  # loss m2: weight of the classification term
     seed: int = 0
     device: str = "auto"
 
@@ -80,6 +87,7 @@ class RunConfig:
                                   ("schedule", self.schedule, SCHEDULES)):
             if name not in names:
                 raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
+        parse_anneal(self.anneal, self.beta)  # a bad spelling fails before any work
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v
@@ -95,6 +103,8 @@ class RunConfig:
 
 def make_loss(config: RunConfig) -> ELBO:
     cls = LOSSES[config.loss]
+    if cls is SemiSupervisedELBO:
+        return cls(alpha=config.alpha, num_particles=config.num_particles)
     if issubclass(cls, LogWeightObjective):
         return cls(num_particles=config.num_particles, max_plate_nesting=1)
     return cls(num_particles=config.num_particles, vectorize_particles=config.num_particles > 1,
@@ -132,7 +142,19 @@ def _resumed_config(out: Path, asked: RunConfig, explicit: set[str]) -> RunConfi
 def load_data(config: RunConfig, data_dir=None, download: bool = True):
     kw = {"binarize": config.binarize, "data_dir": data_dir, "download": download,
           "seed": config.seed}
-    return load_dataset(config.dataset, "train", **kw), load_dataset(config.dataset, "test", **kw)
+    train, test = load_dataset(config.dataset, "train", **kw), load_dataset(config.dataset,
+                                                                           "test", **kw)
+    if config.labels is not None:
+        if train.y is None:
+            raise ValueError(f"--labels needs a labelled dataset; {config.dataset} has none")
+        train = SemiSupervisedData.split(train, config.labels, seed=config.seed)
+    return train, test
+
+
+def training_beta(config: RunConfig):
+    """The β ``fit`` trains with: None (plain ELBO), a number, or an annealing schedule."""
+    schedule = parse_anneal(config.anneal, end=config.beta)
+    return schedule or (None if config.beta == 1.0 else config.beta)
 
 
 def describe_data(train: TensorData, test: TensorData) -> str:
@@ -163,7 +185,8 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
     model, guide = build_pair(config, train)
     device = resolve_device(config.device)
     log(f"pair: {config.model} + {config.guide}, loss {config.loss}, device {device}, "
-        f"{config.epochs} epochs of batch {config.batch_size}, lr {config.lr}, seed {config.seed}")
+        f"{config.epochs} epochs of batch {config.batch_size}, lr {config.lr}, seed {config.seed}"
+        + ("" if training_beta(config) is None else f", β {training_beta(config)}"))
     saved = {"run": config.to_json(), "model": model.config, "guide": guide.config,
              "data": {"train": train.info, "test": test.info},
              "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__),
@@ -173,7 +196,7 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
     history = fit(model, guide, train, test=test, loss=make_loss(config), epochs=config.epochs,
                   batch_size=config.batch_size, lr=config.lr, device=device, seed=config.seed,
                   optimizer=lambda p: torch.optim.Adam(p, lr=config.lr, eps=config.adam_eps),
-                  lr_schedule=SCHEDULES[config.schedule],
+                  lr_schedule=SCHEDULES[config.schedule], beta=training_beta(config),
                   checkpoint=ckpt, resume=resume, progress=progress, config=saved,
                   fast=False if config.fast == "off" else config.fast,
                   on_epoch=None if progress else lambda r: log(epoch_summary(r)))
@@ -182,6 +205,9 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
                "epochs": len(history), "seconds_this_session": time.perf_counter() - start,
                "device": str(device), "fast_path": history.fast_path, "data": saved["data"],
                "history": history.records}
+    if config.loss == "m2":
+        metrics["test_accuracy"] = accuracy(guide, test)
+        log(f"test accuracy of q(y | x): {metrics['test_accuracy']:.4f}")
     save_json(out / "metrics.json", metrics)
     if figures:
         _log_figures(save_figures(model, guide, test, out / "figures", figures,
@@ -206,6 +232,32 @@ def plot_run(out: str | Path, names, *, folder: str | Path | None = None, seed: 
                         records=saved["history"], seed=seed)
     _log_figures(done, log)
     return done
+
+
+def sample_run(run: str | Path, *, n: int = 64, label: int | None = None,
+               out: str | Path | None = None, seed: int = 0, device: str = "auto") -> Path:
+    """Write a grid of ``n`` new images of a run folder (of class ``label`` if given) as a
+    PNG, by default ``<run>/figures/samples[-label<L>].png``; returns its path."""
+    from inference.figures import grid_figure
+    from inference.generate import class_samples, sample
+
+    run = Path(run)
+    out_file = Path(out or run / "figures" / (
+        "samples.png" if label is None else f"samples-label{label}.png"))
+    model, _, _ = load_run(run, device)
+    if label is not None:
+        classes = getattr(model, "num_classes", None)
+        if classes is None:
+            raise ValueError(f"--label needs a label-conditional model such as conditional_mlp;"
+                             f" this run's model is {type(model).__name__}")
+        if not 0 <= label < classes:
+            raise ValueError(f"--label must be in 0..{classes - 1}, got {label}")
+    pyro.set_rng_seed(seed)
+    images = (sample(model, n, mean=True, sites=("x",))["x"] if label is None
+              else class_samples(model, label, n))
+    title = "samples" if label is None else f"samples of class {label}"
+    return save_png(grid_figure(images.cpu(), rows=max(1, round(n ** 0.5)), title=title),
+                    out_file)
 
 
 def load_run(out: str | Path, device: str | torch.device | None = "cpu"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -20,6 +21,7 @@ from inference.check import check_pair, check_support
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from inference.data import TensorData, as_data
 from inference.evaluate import elbo_terms, evaluate_elbo
+from inference.handlers import BetaMessenger
 
 READ_EVERY_S = 1.0  # seconds between reads of the running loss (one host sync each)
 
@@ -75,6 +77,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+def _device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters(), torch.empty(0)).device
+
+
 def parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
     """Trainable parameters of several modules, each once."""
     seen: dict[int, torch.nn.Parameter] = {}
@@ -111,9 +117,14 @@ class Trainer:
                  seed: int | None, clip_norm: float | None, progress: bool,
                  eval_loss: ELBO | None = None, eval_batch_size: int = 1000,
                  train_eval_points: int = 0, fast: bool | str = False,
-                 lr_schedule: Callable[[int], float] | None = None):
+                 lr_schedule: Callable[[int], float] | None = None,
+                 beta: float | Callable[[float], float] | None = None):
         self.model, self.guide, self.loss, self.optimizer = model, guide, loss, optimizer
-        self.fast = FastPath(loss, model, guide, fast)
+        self.beta_schedule = beta if callable(beta) else None
+        self.beta = None if beta is None or beta == 1 else BetaMessenger(
+            torch.tensor(float(beta(0.0) if callable(beta) else beta), device=_device(model)))
+        self.fast = FastPath(loss, model, guide, fast,
+                             live=[] if self.beta is None else [(self.beta, "beta")])
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.seed, self.clip_norm, self.progress = seed, clip_norm, progress
         self.eval_loss, self.eval_batch_size = eval_loss, eval_batch_size
@@ -122,8 +133,16 @@ class Trainer:
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.history = History()
 
+    def handled(self):
+        """The context a training step runs in: the β handler, if any."""
+        return contextlib.nullcontext() if self.beta is None else self.beta
+
     def step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """One gradient step; returns the batch loss as a device tensor (no host sync)."""
+        with self.handled():
+            return self._step(x, y)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if self.fast.active or hasattr(self.loss, "differentiable_loss"):
             loss = (self.fast(x, y) if self.fast.active else
                     self.loss.differentiable_loss(self.model, self.guide, x, y))
@@ -140,12 +159,15 @@ class Trainer:
     def train_epoch(self, data, epoch: int, epochs: int, batch_size: int) -> tuple[float, int]:
         """Mean training objective per data point (as an ELBO, in nats) and steps taken."""
         order = torch.Generator().manual_seed(1_000_003 * (self.seed or 0) + epoch)
-        n_steps = math.ceil(len(data) / batch_size)
+        n_steps = (data.num_batches(batch_size) if hasattr(data, "num_batches")
+                   else math.ceil(len(data) / batch_size))
         bar = tqdm(total=n_steps, desc=f"epoch {epoch}/{epochs}", disable=not self.progress,
                    leave=False, dynamic_ncols=True)
         total, seen, last_read = None, 0, time.perf_counter()
         with bar, pyro.validation_enabled(False):
             for i, (x, y) in enumerate(data.batches(batch_size, shuffle=True, generator=order)):
+                if self.beta_schedule is not None:
+                    self.beta.set(self.beta_schedule(epoch - 1 + i / n_steps))
                 value = self.step(x, y).to(torch.float64)
                 total = value if total is None else total + value
                 seen += len(x)
@@ -182,6 +204,8 @@ class Trainer:
                                                     batch_size=self.eval_batch_size)
         record.update(seconds=time.perf_counter() - start, steps=steps,
                       lr=self.optimizer.param_groups[0]["lr"])
+        if self.beta is not None:
+            record["beta"] = float(self.beta.beta)
         self.history.records.append(record)
         return record
 
@@ -212,6 +236,7 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
         eval_loss: ELBO | None = None, eval_batch_size: int = 1000,
         train_eval_points: int = 2000, fast: bool | str = "auto",
         lr_schedule: Callable[[int], float] | None = None,
+        beta: float | Callable[[float], float] | None = None,
         clip_norm: float | None = None, progress: bool = True, config: dict | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> History:
     """Train ``guide`` and ``model`` jointly by stochastic variational inference.
@@ -232,7 +257,9 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     ``fast="compile"`` compiles on the CPU too, ``fast=False`` keeps Pyro's own objective,
     ``fast=True`` insists on the fast path. Returns the :class:`History`, whose
     ``fast_path`` says which ran. ``lr_schedule(epoch)`` multiplies the optimizer's learning
-    rates in each epoch, e.g. :func:`iwae_schedule`.
+    rates in each epoch, e.g. :func:`iwae_schedule`. ``beta``: a number, or a schedule of
+    the progress in epochs (:mod:`inference.handlers`), that scales every latent site's
+    log-density during training steps (β-VAE, KL annealing); evaluation stays at β = 1.
     """
     device = resolve_device(device)
     if seed is not None:
@@ -243,9 +270,10 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     trainer = Trainer(model, guide, loss, make_opt(parameters(model, guide)), seed=seed,
                       clip_norm=clip_norm, progress=progress, eval_loss=eval_loss,
                       eval_batch_size=eval_batch_size, train_eval_points=train_eval_points,
-                      fast=fast, lr_schedule=lr_schedule)
-    if not trainer.fast.verify(*train.head(min(batch_size, len(train)))) and fast in (
-            True, "compile"):
+                      fast=fast, lr_schedule=lr_schedule, beta=beta)
+    with trainer.handled():
+        verified = trainer.fast.verify(*train.head(min(batch_size, len(train))))
+    if not verified and fast in (True, "compile"):
         raise ValueError(f"fast={fast!r}, but the fast path is {trainer.fast.reason}")
     if resume and checkpoint is not None and Path(checkpoint).exists():
         trainer.restore(load_checkpoint(checkpoint), Path(checkpoint))

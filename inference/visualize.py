@@ -111,8 +111,15 @@ def save_figures(model, guide, data: TensorData, folder: str | Path, names: Sequ
         except ValueError as e:  # a figure that does not apply to this pair or data
             done[name] = f"skipped: {e}"
             continue
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        done[name] = atomic_write(Path(folder) / f"{name}.png",
-                                  lambda f, b=buffer: f.write(b.getvalue()))
+        done[name] = save_png(fig, Path(folder) / f"{name}.png")
     return done
+
+
+def save_png(fig, path: str | Path) -> Path:
+    """Write a figure as PNG atomically (a reader never sees half a file) and close it."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))

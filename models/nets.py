@@ -141,3 +141,19 @@ class GaussianHead(nn.Module):
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw = self.head(self.trunk(h)).chunk(2, dim=-1)  # (..., out) each
         return loc, self.to_scale(raw)
+
+
+def cat_broadcast(*tensors: torch.Tensor) -> torch.Tensor:
+    """Concatenate on the last dim after broadcasting the batch dims: z (K, N, d) with a
+    one-hot label (E, 1, C) of an enumerated y gives (E, N, d + C)... as one tensor.
+
+    >>> cat_broadcast(torch.zeros(3, 4, 2), torch.ones(5, 1, 1, 1)).shape
+    torch.Size([5, 3, 4, 3])
+    """
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], dim=-1)
+
+
+def one_hot(y: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tensor:
+    """Labels (...) as float one-hot vectors (..., num_classes) of ``like``'s dtype."""
+    return F.one_hot(y.long(), num_classes).to(like.dtype)

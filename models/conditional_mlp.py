@@ -1,0 +1,52 @@
+"""Label-conditional VAE model: the generative model of the CVAE and of M2."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+
+from models import data_plate, register_model
+from models.distributions import BernoulliPixels
+from models.nets import StandardNormal, cat_broadcast, mlp, one_hot
+
+
+@register_model("conditional_mlp")
+class ConditionalMLP(PyroModule):
+    """p(y) p(z) p_θ(x | z, y): Kingma et al. (2014)'s M2 generative model, which is also the
+    model of a conditional VAE (Sohn et al. 2015) when y is always given.
+
+    Generative story::
+
+        y         ~ Categorical(1/C, ..., 1/C)             y in {0, ..., C-1}
+        z         ~ Normal(0, I)                           z in R^z_dim
+        x | z, y  ~ Bernoulli(logits = f_θ([z, onehot(y)]))  f_θ: MLP -> hidden -> x_dim
+
+    Pass labels ``y`` (or ``poutine.condition(model, data={"y": ...})``) for class-conditional
+    samples; without them y is drawn from its prior, or, under a guide that infers it (M2,
+    ``guides/m2.py``), is a latent site that ``TraceEnum_ELBO`` sums out.
+
+    ========  ===========  =========================================
+    site      event shape  plate
+    ========  ===========  =========================================
+    ``y``     ()           data (observed when y is given)
+    ``z``     (z_dim,)     data
+    ``x``     (x_dim,)     data (observed when x is given)
+    ========  ===========  =========================================
+    """
+
+    def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden: tuple[int, ...] = (500,),
+                 activation: str = "softplus", num_classes: int = 10):
+        super().__init__()
+        self.x_dim, self.z_dim, self.num_classes = x_dim, z_dim, num_classes
+        self.prior = StandardNormal(z_dim)
+        self.register_buffer("class_logits", torch.zeros(num_classes))
+        self.decoder = mlp([z_dim + num_classes, *hidden, x_dim], activation)
+
+    def forward(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None):
+        with data_plate(x, y):
+            y = pyro.sample("y", dist.Categorical(logits=self.class_logits), obs=y)
+            z = pyro.sample("z", self.prior())  # (*particles, N, z_dim)
+            h = cat_broadcast(z, one_hot(y, self.num_classes, z))  # (*enum, *particles, N, ·)
+            return pyro.sample("x", BernoulliPixels(self.decoder(h)), obs=x)
