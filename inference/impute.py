@@ -12,9 +12,13 @@ importance sampling with the guide as proposal gives (Rubin 1988; Mattei & Frell
     p(z | x_obs)          ≈ Σ_k w̄_k δ(z_k)                          (resampled by :func:`impute`)
     log p(x_mis | x_obs)  ≈ logsumexp_k(log w_k + log p(x_mis | z_k)) − logsumexp_k(log w_k)
 
-The proposal never sees the missing pixels (they are ``fill``, 0 by default: black, the
-commonest MNIST pixel), so neither the completions nor the weights can peek at the answer.
-Every estimate is consistent as K grows; the effective sample size says how far it is.
+For :func:`impute` the proposal never sees the missing pixels (they are ``fill``, 0 by
+default: black, the commonest MNIST pixel), so the completions cannot peek at the answer.
+:func:`conditional_log_likelihood` scores a known x_mis and by default also draws half its
+particles from q(z | x), which covers p(z | x) where p(x_mis | z) is large. Every estimate is
+consistent as K grows; the effective sample size says how far it is. On MNIST quadrants the
+ESS of 1000 particles is a handful: the estimate still creeps up with K (about 1 nat from
+K = 200 to 4000 given one quadrant), so read it as optimistic by about that much.
 """
 
 from __future__ import annotations
