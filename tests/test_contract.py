@@ -20,33 +20,35 @@ def _small(registry, name):
     return {k: v for k, v in small.items() if k in accepts}
 
 
-def _latent_sites(fn, x):
+def _latent_sites(fn, x, y):
     import pyro.poutine as poutine
 
-    tr = poutine.trace(fn).get_trace(x, None)
+    tr = poutine.trace(fn).get_trace(x, y)
     return {n for n, s in tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
             and n != "data"}
 
 
 @pytest.mark.parametrize("model_name,guide_name", list(itertools.product(MODELS, GUIDES)))
 def test_every_pair_takes_a_finite_step(model_name, guide_name, binary_x):
-    """Pairs with the same latent sites train; the others are refused, naming a site."""
+    """Pairs with the same latent sites train; the others are refused, naming a site.
+    Every batch carries labels y, which label-conditional pairs use and the others ignore."""
     model = make_model(model_name, **_small(MODELS, model_name))
     guide = make_guide(guide_name, **_small(GUIDES, guide_name))
-    x = binary_x[:16]
-    if _latent_sites(model, x) != _latent_sites(guide, x):
+    x, y = binary_x[:16], torch.arange(16) % 10
+    if _latent_sites(model, x, y) != _latent_sites(guide, x, y):
         with pytest.raises(PairError, match="site 'z"):
-            check_pair(model, guide, x)
+            check_pair(model, guide, x, y)
         return
-    check_pair(model, guide, x)
+    check_pair(model, guide, x, y)
     params = parameters(model, guide)
     before = [p.detach().clone() for p in params]
     opt = torch.optim.Adam(params, lr=1e-2)
     trainer = Trainer(model, guide, Trace_ELBO(), opt, seed=0, clip_norm=None, progress=False)
-    loss = trainer.step(x, None)
+    loss = trainer.step(x, y)
     assert torch.isfinite(loss)
     names = [n for m in (model, guide) for n, _ in m.named_parameters()]
-    unchanged = [n for n, b, p in zip(names, before, params, strict=True) if torch.equal(b, p)]
+    unchanged = [n for n, b, p in zip(names, before, params, strict=True) if torch.equal(b, p)
+                 and not n.startswith("classifier.")]  # q(y | x) is unused when y is given
     assert not unchanged
 
 
