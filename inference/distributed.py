@@ -152,7 +152,8 @@ def peers(what: str) -> Iterator[None]:
     except RuntimeError as e:
         if isinstance(e, ReplicaFailed) or not _peer_failure(e):
             raise
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        first = text.splitlines()[0].split(". ")[0][:200] if text else type(e).__name__
         raise ReplicaFailed(
             f"rank {rank()} of {world_size()}: another process of the run died or stopped "
             f"answering during {what} ({first}); finished epochs are in the last checkpoint: "
@@ -264,7 +265,10 @@ class DistributedTrainer(Trainer):
             self.restore(state[0], path)
 
 
-def _rows(data: TensorData, lo: int, hi: int) -> TensorData:
+def _rows(data: Any, lo: int, hi: int) -> TensorData:
+    if not isinstance(data, TensorData):
+        raise TypeError(f"distributed evaluation splits TensorData, got {type(data).__name__}; "
+                        f"load the dataset into tensors (inference.TensorData) first")
     y = None if data.y is None else data.y[lo:hi]
     return replace(data, x=data.x[lo:hi], y=y)
 
@@ -304,7 +308,7 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     part = None
     if hi > lo:
         part = marginal.importance_sample(
-            model, guide, _rows(as_data(data), lo, hi), num_samples=num_samples,
+            model, guide, _rows(data, lo, hi), num_samples=num_samples,
             chunk_size=chunk, batch_size=batch, return_log_weights=return_log_weights,
             fast=fast, seed=seed, first_index=lo)
     if w == 1 or not dist.is_initialized():
