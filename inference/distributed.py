@@ -1,32 +1,19 @@
 """Data-parallel SVI and evaluation over several processes and GPUs with torch.distributed.
 
-Launch any script that calls :func:`~inference.fit` (or ``vae-train``) with torchrun; every
-process (rank) holds the whole model, guide and data, and ``fit`` joins the process group
-from torchrun's environment (NCCL for CUDA, gloo for the CPU). The scheme is PyTorch's
-DistributedDataParallel (Li et al. 2020, "PyTorch Distributed: Experiences on Accelerating
-Data Parallel Training", VLDB):
-
-* every rank draws the same permutation of the training set per epoch (``fit`` seeds it
-  from (seed, epoch)), cuts it into the same global batches of B points and takes its
-  contiguous slice of each (:func:`shard_bounds`), so the slices of all ranks are exactly
-  the batch one process would see;
-* the loss module (Pyro's ``ELBOModule``, ``loss(model, guide)``) is wrapped in DDP, which
-  averages the ranks' gradients. Each rank's loss, the sum over its slice, is multiplied by
-  the world size N, the subsample scale B / (B/N) of a slice of an evenly split batch, so
-  the average is the gradient of the global batch's summed loss, as one process computes it.
-  N rather than B / B_r stays exact when the last batch splits unevenly, and it is applied to
-  the loss rather than through ``poutine.scale`` because the IWAE-type objectives are not
-  linear in a site's scale;
-* rank r reseeds Pyro's generator at the start of epoch e from (seed, e, r)
-  (:func:`rank_seed`): the ranks draw independent z, and a resumed run draws what an
-  uninterrupted one would;
-* rank 0 alone scores the epoch, writes checkpoints and logs; it sends its record to the
-  others, so every rank returns the same history. Resuming, rank 0 reads the checkpoint and
-  broadcasts it, so the other nodes need not see rank 0's disk.
-
-A rank that dies or stops answering makes the others fail within the collective timeout
-(:data:`TIMEOUT_ENV`, default :data:`DEFAULT_TIMEOUT_S` s; gloo notices a closed
-connection at once) with :class:`ReplicaFailed`, which says how to resume.
+Under torchrun every process (rank) holds the whole model, guide and data, and :func:`fit
+<inference.fit>` joins the process group (NCCL for CUDA, gloo for the CPU). The scheme is
+PyTorch's DistributedDataParallel (Li et al. 2020, "PyTorch Distributed: Experiences on
+Accelerating Data Parallel Training", VLDB). Every rank draws the same permutation per epoch,
+cuts it into the same global batches of B points and takes its contiguous slice of each, so
+the slices make up the batch one process would see. DDP averages the ranks' gradients of the
+loss module (Pyro's ``ELBOModule``); each rank's loss, the sum over its slice, is multiplied
+by the world size N (the subsample scale B / (B/N) of an evenly split batch), so the update
+is the gradient of the whole batch's loss. N rather than B / B_r stays exact for an uneven
+last batch, and it scales the loss rather than the sites (``poutine.scale``) because the
+IWAE-type objectives are not linear in a site's scale. Rank r reseeds its draws each epoch
+from (seed, epoch, r) (:func:`rank_seed`). Rank 0 alone scores, checkpoints and logs, and
+sends its epoch record and, on resume, its checkpoint to the others. A dead or silent peer
+raises :class:`ReplicaFailed` within the collective timeout (:data:`TIMEOUT_ENV`).
 """
 
 from __future__ import annotations
@@ -43,6 +30,7 @@ import pyro
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils._pytree import tree_map
 
 from inference import marginal
 from inference.data import Batch, TensorData, as_data
@@ -273,16 +261,16 @@ def _rows(data: Any, lo: int, hi: int) -> TensorData:
     return replace(data, x=data.x[lo:hi], y=y)
 
 
-def _cat(parts: list[ImportanceSummary], device: torch.device) -> ImportanceSummary:
-    cat = lambda key, dim=0: torch.cat([getattr(p, key) for p in parts], dim).to(device)  # noqa: E731
-    means = {k: torch.cat([p.latent_means[k] for p in parts]).to(device)
-             for k in parts[0].latent_means}
-    keep = parts[0].log_weights is not None
-    return ImportanceSummary(
-        log_likelihood=cat("log_likelihood"), elbo=cat("elbo"), log_lik=cat("log_lik"),
-        ess=cat("ess"), num_samples=parts[0].num_samples, latent_means=means,
-        log_weights=cat("log_weights", 1) if keep else None,
-        fast_path="; ".join(dict.fromkeys(p.fast_path for p in parts)))
+def _joined(parts: list[ImportanceSummary], device: torch.device) -> ImportanceSummary:
+    """The ranks' summaries as one, points in rank order (``log_weights`` is (K, N))."""
+    def join(key, values):
+        if isinstance(values[0], dict):
+            return {k: join(k, [v[k] for v in values]) for k in values[0]}
+        if torch.is_tensor(values[0]):
+            return torch.cat(values, 1 if key == "log_weights" else 0).to(device)
+        return "; ".join(dict.fromkeys(values)) if key == "fast_path" else values[0]
+
+    return ImportanceSummary(**{k: join(k, [vars(p)[k] for p in parts]) for k in vars(parts[0])})
 
 
 def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
@@ -315,15 +303,9 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
         return part
     parts: list[ImportanceSummary | None] = [None] * w
     with peers("distributed evaluation"):
-        dist.all_gather_object(parts, None if part is None else _to_cpu(part))
-    return _cat([p for p in parts if p is not None], device)
-
-
-def _to_cpu(s: ImportanceSummary) -> ImportanceSummary:
-    lw = None if s.log_weights is None else s.log_weights.cpu()
-    return replace(s, log_likelihood=s.log_likelihood.cpu(), elbo=s.elbo.cpu(),
-                   log_lik=s.log_lik.cpu(), ess=s.ess.cpu(), log_weights=lw,
-                   latent_means={k: v.cpu() for k, v in s.latent_means.items()})
+        dist.all_gather_object(parts, None if part is None else ImportanceSummary(
+            **tree_map(lambda t: t.cpu() if torch.is_tensor(t) else t, vars(part))))
+    return _joined([p for p in parts if p is not None], device)
 
 
 def iw_log_likelihood(model, guide, x, *, y=None, num_samples: int = 5000,
