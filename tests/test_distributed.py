@@ -19,6 +19,7 @@ from pyro.infer import Trace_ELBO
 from guides import make_guide
 from inference import TensorData, fit, iw_log_likelihood, load_checkpoint
 from inference import distributed as D
+from inference.marginal import importance_sample
 from inference.train import parameters
 from models import make_model
 
@@ -57,8 +58,11 @@ def _rank_main(rank, world, folder):
                       optimizer=sgd, progress=False, train_eval_points=0)
         eval_model, eval_guide = small_pair(seed=1)
         log_px = D.iw_log_likelihood(eval_model, eval_guide, data()[:23], **EVAL)
+        s = D.importance_sample(eval_model, eval_guide, data()[:23], return_log_weights=True,
+                                **EVAL)
         torch.save({"params": flat(model, guide), "train_elbo": history.train_elbo,
-                    "fast_path": history.fast_path, "log_px": log_px},
+                    "fast_path": history.fast_path, "log_px": log_px, "log_w": s.log_weights,
+                    "z": s.latent_means["z"], "ess": s.ess},
                    f"{folder}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -124,13 +128,27 @@ def test_two_gloo_ranks_train_like_one_process_on_the_same_global_batches(two_ra
     assert first["fast_path"].startswith("off (under DistributedDataParallel")
 
 
-def test_distributed_evaluation_gathers_the_single_process_estimates(two_ranks, capsys):
+@pytest.fixture
+def one_thread():  # as the ranks ran: two threads sum the decoder's matmuls in another order
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_distributed_evaluation_gathers_the_single_process_estimates(two_ranks, one_thread,
+                                                                     capsys):
     model, guide = small_pair(seed=1)
     single = iw_log_likelihood(model, guide, data()[:23], **EVAL)
+    whole = importance_sample(model, guide, data()[:23], return_log_weights=True, **EVAL)
     for rank in two_ranks:
         assert rank["log_px"].shape == (23,)
         diff = (rank["log_px"] - single).abs().max().item()
-        torch.testing.assert_close(rank["log_px"], single, rtol=1e-6, atol=0)
+        assert torch.equal(rank["log_px"], single)
+        # (K, N), (N, z_dim), (N,): the other per-point results, gathered in order
+        for key, got in (("log_w", whole.log_weights), ("z", whole.latent_means["z"]),
+                         ("ess", whole.ess)):
+            assert torch.equal(rank[key], got), key
     with capsys.disabled():
         print(f"  max |distributed - single-process log p(x)| = {diff:.2e} nats")
     other = iw_log_likelihood(model, guide, data()[:23], **{**EVAL, "seed": 4})
@@ -138,10 +156,8 @@ def test_distributed_evaluation_gathers_the_single_process_estimates(two_ranks, 
     # the same per-point estimates, whatever the split into runs of whole batches
     tail = iw_log_likelihood(model, guide, data()[10:23], **EVAL)  # seeded from index 0
     assert not torch.allclose(tail, single[10:])
-    from inference.marginal import importance_sample
-
     tail = importance_sample(model, guide, data()[10:23], first_index=10, **EVAL)
-    torch.testing.assert_close(tail.log_likelihood, single[10:], rtol=1e-6, atol=0)
+    assert torch.equal(tail.log_likelihood, single[10:])
 
 
 def test_slices_of_every_rank_make_up_the_single_process_batches():
