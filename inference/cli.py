@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from guides import GUIDES
+from inference import distributed
 from inference.check import DataError, PairError
 from inference.checkpoint import CheckpointError
 from inference.datasets import BINARIZE, DATASETS, ENV_VAR
@@ -28,7 +29,7 @@ from models.nets import ACTIVATIONS
 
 # Errors a user can fix; they are printed as one line, without a traceback.
 USER_ERRORS = (DataError, PairError, CheckpointError, TrainingDiverged, FileExistsError,
-               ValueError, TypeError)
+               ValueError, TypeError, distributed.ReplicaFailed)
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -133,6 +134,14 @@ def _config(args: argparse.Namespace) -> tuple[RunConfig, set[str]]:
 
 
 def train_main(argv: list[str] | None = None) -> int:
+    """vae-train; under torchrun every rank trains and rank 0 prints (README)."""
+    try:
+        return _train_main(argv)
+    finally:
+        distributed.close()
+
+
+def _train_main(argv: list[str] | None) -> int:
     parser = train_parser()
     args = parser.parse_args(argv)
     if args.resume and args.out is None:
@@ -149,6 +158,8 @@ def train_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         parser.exit(130, f"vae-train: interrupted; finished epochs are saved in {out}; "
                          f"continue with: vae-train --out {out} --resume\n")
+    if distributed.rank() != 0:
+        return 0
     epochs = f"{metrics['epochs']} epoch{'s' * (metrics['epochs'] != 1)}"
     print(f"final test ELBO: {metrics['test_elbo']:.2f} nats per image after {epochs}; "
           f"run saved in {out}")

@@ -11,6 +11,7 @@ the chunks are combined with a running logsumexp.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import weakref
@@ -133,7 +134,8 @@ def default_sizes(n: int, features: int, num_samples: int, batch_size: int | Non
 def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
                       chunk_size: int | None = None, batch_size: int | None = None,
                       return_log_weights: bool = False, progress: bool = False,
-                      fast: bool | str = "auto") -> ImportanceSummary:
+                      fast: bool | str = "auto", seed: int | None = None,
+                      first_index: int = 0) -> ImportanceSummary:
     """One importance-sampling pass over ``x`` with ``num_samples`` particles per point.
 
     ``x`` is a tensor (N, D) (``y`` its labels) or anything :func:`~inference.fit` takes.
@@ -144,6 +146,11 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     computation for its main shape (:mod:`inference.capture`) when that shape recurs at
     least :data:`EVAL_COMPILE_AFTER` times, ``"compile"`` always, ``False`` never; the
     compiled chunks draw the same particles and give the same numbers to float rounding.
+    With ``seed``, each batch draws from torch's generator seeded by :func:`batch_seed` of
+    ``seed`` and its first point's index (counted from ``first_index``), so a point's
+    estimate does not depend on the batches before it: a set split into runs of whole
+    batches gives what one pass does (:mod:`inference.distributed`). The generator's state
+    is restored afterwards.
     """
     data = as_data(x if y is None else (x, y))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -157,8 +164,12 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     results = []
     bar = tqdm(total=math.ceil(len(data) / batch), desc=f"log p(x), K={num_samples}",
                disable=not progress, leave=False, dynamic_ncols=True)
-    with bar, pyro.validation_enabled(False):
-        for xb, yb in data.batches(batch):
+    fork = contextlib.nullcontext() if seed is None else torch.random.fork_rng(
+        devices=[device] if device.type == "cuda" else [])
+    with bar, fork, pyro.validation_enabled(False):
+        for i, (xb, yb) in enumerate(data.batches(batch)):
+            if seed is not None:
+                torch.manual_seed(batch_seed(seed, first_index + i * batch))
             acc = _Accumulator()
             for start in range(0, num_samples, chunk):
                 k = min(chunk, num_samples - start)
@@ -170,6 +181,11 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     summary = _summarize(results, num_samples, return_log_weights)
     summary.fast_path = "eager" if compiled is None else compiled.note
     return summary
+
+
+def batch_seed(seed: int, first_index: int) -> int:
+    """The seed of the importance-sampling batch whose first point is ``first_index``."""
+    return (seed * 1_000_003 + first_index) % 2**63
 
 
 def _summarize(results: list[_Accumulator], k: int, keep: bool) -> ImportanceSummary:
@@ -186,15 +202,17 @@ def _summarize(results: list[_Accumulator], k: int, keep: bool) -> ImportanceSum
 
 def iw_log_likelihood(model, guide, x, *, y=None, num_samples: int = 5000,
                       chunk_size: int | None = None, batch_size: int | None = None,
-                      return_log_weights: bool = False, fast: bool | str = "auto"):
+                      return_log_weights: bool = False, fast: bool | str = "auto",
+                      seed: int | None = None):
     """Per-data-point importance-weighted estimates of log p(x), a tensor (N,).
 
     With ``return_log_weights=True`` returns ``(estimates, log_weights)``, the latter
     (K, N). When the model also observes ``y`` the estimate is of log p(x, y). On the CPU,
     for a guide with one latent site, the draws do not depend on ``chunk_size``: chunked
-    and unchunked runs agree under the same seed. ``fast``: see :func:`importance_sample`.
+    and unchunked runs agree under the same seed. ``fast`` and ``seed`` (per-batch seeding):
+    see :func:`importance_sample`.
     """
     s = importance_sample(model, guide, x, y=y, num_samples=num_samples, chunk_size=chunk_size,
                           batch_size=batch_size, return_log_weights=return_log_weights,
-                          fast=fast)
+                          fast=fast, seed=seed)
     return (s.log_likelihood, s.log_weights) if return_log_weights else s.log_likelihood

@@ -29,6 +29,7 @@ from inference.checkpoint import (
 )
 from inference.data import TensorData
 from inference.datasets import load_dataset
+from inference.distributed import Replicas, rank
 from inference.handlers import parse_anneal
 from inference.objectives import IWAE, STL, DReG, LogWeightObjective
 from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, accuracy
@@ -171,8 +172,10 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
 
     With ``resume=True`` the saved configuration of ``out`` is used; ``explicit`` names the
     fields the caller set on purpose, which must agree with it (except epochs and device).
+    Under torchrun every rank trains; rank 0 alone logs and writes files.
     """
-    out = Path(out)
+    out, main = Path(out), rank() == 0
+    log = log if main else _silent
     ckpt = out / "checkpoint.pt"
     if resume and (out / "config.json").exists():
         config = _resumed_config(out, config, explicit or set())
@@ -184,6 +187,10 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
     log(describe_data(train, test))
     model, guide = build_pair(config, train)
     device = resolve_device(config.device)
+    replicas = Replicas.join(device)  # torchrun's process group, None in one process
+    if replicas is not None:
+        device = replicas.device
+        log(replicas.describe())
     log(f"pair: {config.model} + {config.guide}, loss {config.loss}, device {device}, "
         f"{config.epochs} epochs of batch {config.batch_size}, lr {config.lr}, seed {config.seed}"
         + ("" if training_beta(config) is None else f", β {training_beta(config)}"))
@@ -191,7 +198,8 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
              "data": {"train": train.info, "test": test.info},
              "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__),
                           "python": platform.python_version()}}
-    save_json(out / "config.json", saved)
+    if main:
+        save_json(out / "config.json", saved)
     start = time.perf_counter()
     history = fit(model, guide, train, test=test, loss=make_loss(config), epochs=config.epochs,
                   batch_size=config.batch_size, lr=config.lr, device=device, seed=config.seed,
@@ -208,11 +216,17 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
     if config.loss == "m2":
         metrics["test_accuracy"] = accuracy(guide, test)
         log(f"test accuracy of q(y | x): {metrics['test_accuracy']:.4f}")
+    if not main:
+        return metrics
     save_json(out / "metrics.json", metrics)
     if figures:
         _log_figures(save_figures(model, guide, test, out / "figures", figures,
                                   records=history.records, seed=config.seed), log)
     return metrics
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""
 
 
 def _log_figures(done: dict, log) -> None:

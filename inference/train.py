@@ -227,6 +227,11 @@ class Trainer:
         self.history = History(list(state["history"]), self.history.fast_path)
         _set_rng_state(state["rng"])
 
+    def resume(self, path: Path) -> None:
+        """Continue from the checkpoint at ``path``, if one is there."""
+        if path.exists():
+            self.restore(load_checkpoint(path), path)
+
 
 def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
         epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
@@ -260,23 +265,32 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     rates in each epoch, e.g. :func:`iwae_schedule`. ``beta``: a number, or a schedule of
     the progress in epochs (:mod:`inference.handlers`), that scales every latent site's
     log-density during training steps (β-VAE, KL annealing); evaluation stays at β = 1.
+    Under torchrun (or in an initialized process group) every process trains its slice of
+    each batch under DistributedDataParallel and rank 0 alone checkpoints and prints
+    (:mod:`inference.distributed`).
     """
-    device = resolve_device(device)
+    from inference.distributed import Replicas  # it builds on this module's Trainer
+
+    replicas = Replicas.join(resolve_device(device))  # None in a single process
+    device = resolve_device(device) if replicas is None else replicas.device
+    progress = progress and (replicas is None or replicas.is_main)
     if seed is not None:
         pyro.set_rng_seed(seed)
     train, test = _prepare(model, guide, train, test, device, batch_size)
     loss = Trace_ELBO() if loss is None else loss
     make_opt = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
-    trainer = Trainer(model, guide, loss, make_opt(parameters(model, guide)), seed=seed,
-                      clip_norm=clip_norm, progress=progress, eval_loss=eval_loss,
-                      eval_batch_size=eval_batch_size, train_eval_points=train_eval_points,
-                      fast=fast, lr_schedule=lr_schedule, beta=beta)
+    make_trainer = Trainer if replicas is None else replicas.trainer
+    trainer = make_trainer(model, guide, loss, make_opt(parameters(model, guide)), seed=seed,
+                           clip_norm=clip_norm, progress=progress, eval_loss=eval_loss,
+                           eval_batch_size=eval_batch_size,
+                           train_eval_points=train_eval_points, fast=fast,
+                           lr_schedule=lr_schedule, beta=beta)
     with trainer.handled():
         verified = trainer.fast.verify(*train.head(min(batch_size, len(train))))
     if not verified and fast in (True, "compile"):
         raise ValueError(f"fast={fast!r}, but the fast path is {trainer.fast.reason}")
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        trainer.restore(load_checkpoint(checkpoint), Path(checkpoint))
+    if resume and checkpoint is not None:
+        trainer.resume(Path(checkpoint))
     for epoch in range(len(trainer.history) + 1, epochs + 1):
         trainer.history.fast_path = trainer.fast.reason
         try:
@@ -286,7 +300,7 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
                     if checkpoint is not None and epoch > 1 else "no checkpoint was written")
             raise TrainingDiverged(f"{e}; {kept}; try a smaller learning rate") from None
         trainer.history.fast_path = trainer.fast.reason
-        if checkpoint is not None:
+        if checkpoint is not None and (replicas is None or replicas.is_main):
             save_checkpoint(checkpoint, trainer.state(config))
         if progress:
             tqdm.write(epoch_summary(record))
