@@ -7,7 +7,7 @@ classifier trained here on MNIST's grey levels (a hand-written PyTorch loop: the
 the thing judged). Prints the classifier's own test accuracy, the share of samples it
 labels as the requested class, per class and overall.
 
-    python benchmarks/conditional.py --epochs 5
+    python benchmarks/conditional.py --epochs 5 --z-dim 10
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=5, help="conditional VAE epochs")
     p.add_argument("--classifier-epochs", type=int, default=3)
+    p.add_argument("--z-dim", type=int, default=10, help="latent size of the conditional VAE")
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -57,12 +58,13 @@ def main(argv=None) -> None:
     print(f"classifier: test accuracy {judge_acc:.4f} ({time.perf_counter() - start:.0f} s)")
     train = load_dataset("mnist", "train", download=False)
     test = load_dataset("mnist", "test", download=False, seed=args.seed)
-    model, guide = make_model("conditional_mlp"), make_guide("conditional_mlp")
+    model = make_model("conditional_mlp", z_dim=args.z_dim)
+    guide = make_guide("conditional_mlp", z_dim=args.z_dim)
     start = time.perf_counter()
     history = fit(model, guide, train, test=test, epochs=args.epochs, seed=args.seed,
                   progress=False, on_epoch=lambda r: print(f"  epoch {r['epoch']}: test ELBO "
                                                            f"{r['test_elbo']:.2f}", flush=True))
-    print(f"conditional VAE: {args.epochs} epochs, batch 128, Adam 1e-3, dynamic binarization,"
+    print(f"conditional VAE: z_dim {args.z_dim}, {args.epochs} epochs, batch 128, Adam 1e-3, dynamic binarization,"
           f" test ELBO {history.test_elbo[-1]:.2f} ({time.perf_counter() - start:.0f} s)")
     pyro.set_rng_seed(args.seed)
     shares = []

@@ -10,7 +10,8 @@ the figures Pyro's CVAE tutorial publishes. Two columns: on the binarized test i
 likelihood), and on grey-level images scored by the Bernoulli cross-entropy, as Pyro's
 example scores its ``to_tensor`` grey levels. Protocols differ; see ``NOTE``.
 
-    python benchmarks/variants_eval.py                          # /work/acc/mnist10
+    vae-train --dataset mnist --out runs/mnist10                # the foundation's model
+    python benchmarks/variants_eval.py --run runs/mnist10
     python benchmarks/variants_eval.py --run runs/a --auroc-points 2000 --quadrant-k 5000
 """
 
@@ -42,7 +43,7 @@ own entropy, so the binarized and grey columns are not on the same scale."""
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", default="/work/acc/mnist10", help="run folder (vae-train --out)")
+    p.add_argument("--run", required=True, help="run folder of an MNIST model (vae-train --out)")
     p.add_argument("--auroc-points", type=int, default=1000, help="test points of each set")
     p.add_argument("--auroc-k", type=int, default=500, help="importance samples per point")
     p.add_argument("--quadrant-points", type=int, default=300, help="MNIST test points")
