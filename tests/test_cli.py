@@ -90,3 +90,33 @@ def test_train_can_evaluate_at_the_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "importance samples K = 16" in out and "NLL" in out
     assert json.loads((run / "eval-test-K16.json").read_text())["n"] == 2000
+
+
+def test_variants_run_through_vae_train_and_vae_sample(tmp_path, capsys):
+    """β annealing, a conditional pair with vae-sample --label, and M2 with hidden labels:
+    all through the same vae-train."""
+    from inference.cli import sample_main
+
+    beta_run, cvae, m2 = (str(tmp_path / n) for n in ("beta", "cvae", "m2"))
+    assert train_main([*FAST, "--no-figures", "--epochs", "2", "--beta", "2",
+                       "--anneal", "linear:1", "--out", beta_run]) == 0
+    assert "β linear warm-up over 1 epochs to 2" in capsys.readouterr().out
+    history = json.loads((tmp_path / "beta" / "metrics.json").read_text())["history"]
+    assert [r["beta"] for r in history] == [pytest.approx(2 * 78 / 79), 2.0]
+    assert train_main([*FAST, "--no-figures", "--model", "conditional_mlp", "--guide",
+                       "conditional_mlp", "--out", cvae]) == 0
+    assert sample_main([cvae, "--label", "7", "-n", "4"]) == 0
+    assert (tmp_path / "cvae" / "figures" / "samples-label7.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        sample_main([beta_run, "--label", "7"])
+    assert "needs a label-conditional model" in capsys.readouterr().err
+    assert train_main([*FAST, "--no-figures", "--model", "conditional_mlp", "--guide", "m2",
+                       "--loss", "m2", "--labels", "100", "--batch-size", "500",
+                       "--out", m2]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "m2" / "metrics.json").read_text())
+    assert f"test accuracy of q(y | x): {metrics['test_accuracy']:.4f}" in out
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    config = json.loads((tmp_path / "m2" / "config.json").read_text())
+    assert config["data"]["train"]["labelled"] == 100
+    assert config["data"]["train"]["unlabelled"] == 9900
