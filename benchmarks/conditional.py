@@ -65,7 +65,8 @@ def main(argv=None) -> None:
                   progress=False, on_epoch=lambda r: print(f"  epoch {r['epoch']}: test ELBO "
                                                            f"{r['test_elbo']:.2f}", flush=True))
     print(f"conditional VAE: z_dim {args.z_dim}, {args.epochs} epochs, batch 128, Adam 1e-3, "
-          f"dynamic binarization, test ELBO {history.test_elbo[-1]:.2f} ({time.perf_counter() - start:.0f} s)")
+          f"dynamic binarization, test ELBO {history.test_elbo[-1]:.2f} "
+          f"({time.perf_counter() - start:.0f} s)")
     pyro.set_rng_seed(args.seed)
     shares = []
     with torch.no_grad():
