@@ -7,7 +7,12 @@ classifier trained here on MNIST's grey levels (a hand-written PyTorch loop: the
 the thing judged). Prints the classifier's own test accuracy, the share of samples it
 labels as the requested class, per class and overall.
 
-    python benchmarks/conditional.py --epochs 5 --z-dim 10
+The latent is small on purpose: with room in z (10 or 50 dimensions) the pair learns to
+carry the class in z and the decoder all but ignores y. Measured after 5 epochs, 49% (z 50)
+and 53% (z 10) of the samples were recognised as the requested class. A 2-dimensional z
+cannot hold both style and class, so the decoder must read y.
+
+    python benchmarks/conditional.py --epochs 5 --z-dim 2
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=5, help="conditional VAE epochs")
     p.add_argument("--classifier-epochs", type=int, default=3)
-    p.add_argument("--z-dim", type=int, default=10, help="latent size of the conditional VAE")
+    p.add_argument("--z-dim", type=int, default=2, help="latent size of the conditional VAE")
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
