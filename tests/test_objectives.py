@@ -27,8 +27,15 @@ def seeded(fn, seed=1):
         return fn()
 
 
-def test_iwae_value_is_the_evaluators_bound_and_renyis_per_point(binary_x):
+TWO = {"z1_dim": 6, "z2_dim": 3, "hidden1": (16,), "hidden2": (8,)}
+
+
+@pytest.mark.parametrize("layers", ["one latent site", "two latent sites"])
+def test_iwae_value_is_the_evaluators_bound_and_renyis_per_point(binary_x, layers):
     model, guide = small_pair()
+    if layers == "two latent sites":  # the IWAE paper's two-stochastic-layer pair
+        torch.manual_seed(0)
+        model, guide = make_model("two_layer", **TWO), make_guide("two_layer", **TWO)
     x = binary_x[:6]
     iwae = seeded(lambda: IWAE(5).differentiable_loss(model, guide, x))
     log_px = seeded(lambda: iw_log_likelihood(model, guide, x, num_samples=5, fast=False))
