@@ -39,6 +39,7 @@ ARCHITECTURES = {
     "two": {"model": "two_layer", "guide": "two_layer"},
 }
 LOSS = {"vae": "trace", "iwae": "iwae", "dreg": "dreg"}
+NAMES = {"vae": "VAE", "iwae": "IWAE", "dreg": "DReG (paper: its IWAE row)"}
 
 
 def parse_cell(cell: str) -> tuple[str, str, int]:
@@ -105,7 +106,7 @@ def markdown(rows: list[dict], args) -> str:
             paper = PAPER[(layers, "iwae" if obj == "dreg" else obj)]
             cells = [f"{by[(layers, obj, k)]['nll']:.2f} / {paper[k]:.2f}" if (layers, obj, k)
                      in by else f"— / {paper[k]:.2f}" for k in (1, 5, 50)]
-            lines.append(f"| {layers} | {obj.upper()} | " + " | ".join(cells) + " |")
+            lines.append(f"| {layers} | {NAMES[obj]} | " + " | ".join(cells) + " |")
     lines += ["", "| cell | epochs | train (s) | score (s) | device | NLL | ± MC | ± test set "
               "| ELBO | active units |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
