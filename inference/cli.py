@@ -13,13 +13,12 @@ from inference import distributed
 from inference.check import DataError, PairError
 from inference.checkpoint import CheckpointError
 from inference.datasets import BINARIZE, DATASETS, ENV_VAR
+from inference.run_outputs import plot_run, sample_run
 from inference.runs import (
     LOSSES,
     TRAIN_FIGURES,
     RunConfig,
     evaluate_run,
-    plot_run,
-    sample_run,
     train_run,
 )
 from inference.train import TrainingDiverged
