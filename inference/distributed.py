@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils._pytree import tree_map
 
 from inference import marginal
-from inference.data import Batch, TensorData, as_data
+from inference.data import Batch, TensorData, as_data, device_of
 from inference.marginal import ImportanceSummary, default_sizes
 from inference.train import Trainer
 
@@ -287,7 +287,7 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     group this is that single-process call.
     """
     data = as_data(x if y is None else (x, y))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device_of(model)
     r, w, n = rank(), world_size(), len(data)
     batch, chunk = default_sizes(n, data.head(1)[0][0].numel(), num_samples, batch_size,
                                  chunk_size)

@@ -8,7 +8,7 @@ import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO
 
-from inference.data import as_data
+from inference.data import as_data, device_of
 from inference.marginal import chunk_log_weights
 from inference.traces import particle_dim
 
@@ -32,7 +32,7 @@ def evaluate_elbo(model, guide, data: Any, *, loss: ELBO | None = None,
     """
     loss = Trace_ELBO() if loss is None else loss
     data = as_data(data)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device_of(model)
     data = data.to(device)
     total = torch.zeros((), device=device, dtype=torch.float64)
     with pyro.validation_enabled(False):
@@ -49,7 +49,7 @@ def elbo_terms(model, guide, data: Any, *, batch_size: int = 1000) -> dict[str, 
     the KL is Monte Carlo, so it works for any guide.
     """
     data = as_data(data)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device_of(model)
     data = data.to(device)
     dim = particle_dim(model, guide, *data.head(1))
     elbo = recon = torch.zeros((), device=device, dtype=torch.float64)

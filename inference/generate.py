@@ -6,11 +6,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from inference.data import device_of
 from inference.traces import sample_sites
-
-
-def _device(module) -> torch.device:
-    return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
 @torch.no_grad()
@@ -24,7 +21,7 @@ def sample(model, n: int, *, y: torch.Tensor | None = None, mean: bool = False,
     ``mean=True`` returns the likelihood's mean (pixel probabilities) for ``x`` instead of
     a draw. ``sites`` picks sites by name (default: every sample site, e.g. z1, z2, x).
     """
-    y = None if y is None else y.to(_device(model))
+    y = None if y is None else y.to(device_of(model))
     with pyro.plate("samples", n, dim=-2):
         tr = poutine.trace(model).get_trace(None, y)
     out = {}
@@ -39,7 +36,7 @@ def sample(model, n: int, *, y: torch.Tensor | None = None, mean: bool = False,
 def class_samples(model, label: int, n: int, *, mean: bool = True) -> torch.Tensor:
     """``n`` images (n, D) of class ``label`` from a label-conditional model: the model run
     under ``poutine.condition(model, data={"y": label})``."""
-    y = torch.tensor(label, device=_device(model))
+    y = torch.tensor(label, device=device_of(model))
     return sample(poutine.condition(model, data={"y": y}), n, mean=mean, sites=("x",))["x"]
 
 
@@ -47,7 +44,7 @@ def class_samples(model, label: int, n: int, *, mean: bool = True) -> torch.Tens
 def reconstruct(model, guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
                 mean: bool = True) -> torch.Tensor:
     """Encode ``x`` with the guide, decode with the model: the likelihood's mean (or a draw)."""
-    x = x.to(_device(model))
+    x = x.to(device_of(model))
     guide_tr = poutine.trace(guide).get_trace(x, y)
     model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(None, y)
     site = model_tr.nodes["x"]

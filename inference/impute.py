@@ -34,6 +34,7 @@ import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.messenger import Messenger
 
+from inference.data import device_of
 from inference.marginal import ELEMENT_BUDGET, default_sizes
 from inference.traces import particle_dim, per_point, sample_sites, summed_log_prob
 
@@ -135,7 +136,7 @@ def _ess(log_w: torch.Tensor) -> torch.Tensor:
 
 
 def _prepare(model, x, observed, y):
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device_of(model)
     x = x.to(device)
     observed = observed.to(device).expand(x.shape)
     return x, observed, None if y is None else y.to(device)

@@ -14,14 +14,14 @@ import pyro.poutine as poutine
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from inference.generate import _device
+from inference.data import device_of
 
 
 @torch.no_grad()
 def encode(guide, x: torch.Tensor, y: torch.Tensor | None = None, *, site: str = "z",
            mean: bool = True) -> torch.Tensor:
     """E_q[z | x] (or one draw) of the guide's latent ``site``, shape (N, z_dim)."""
-    x = x.to(_device(guide))
+    x = x.to(device_of(guide))
     tr = poutine.trace(guide).get_trace(x, None if y is None else y.to(x.device))
     node = tr.nodes[site]
     return node["fn"].mean if mean else node["value"]
@@ -31,7 +31,7 @@ def encode(guide, x: torch.Tensor, y: torch.Tensor | None = None, *, site: str =
 def decode(model, z: torch.Tensor, y: torch.Tensor | None = None, *, site: str = "z",
            mean: bool = True) -> torch.Tensor:
     """The likelihood's mean (or a draw) of x for given latent values ``z`` (n, z_dim)."""
-    z = z.to(_device(model))
+    z = z.to(device_of(model))
     if y is not None:  # one code per label: the data plate has len(y) rows
         conditioned = poutine.condition(model, data={site: z})
         tr = poutine.trace(conditioned).get_trace(None, y.to(z.device))
@@ -71,7 +71,7 @@ def kl_per_dimension(guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
     Needs a guide whose site factorizes over dimensions with Normal marginals (diagonal
     Gaussian encoders); the dimensions a VAE uses are those with a large KL.
     """
-    x = x.to(_device(guide))
+    x = x.to(device_of(guide))
     fn = poutine.trace(guide).get_trace(x, y).nodes[site]["fn"]
     base = fn.base_dist if isinstance(fn, Independent) else fn
     if not isinstance(base, Normal):

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from inference.capture import Captured
-from inference.data import as_data
+from inference.data import as_data, device_of
 from inference.traces import log_weights, particle_dim, sample_sites
 
 # Largest particle x point x feature tensor one chunk may create (elements); the decoder's
@@ -153,7 +153,7 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     is restored afterwards.
     """
     data = as_data(x if y is None else (x, y))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device_of(model)
     data = data.to(device)
     head_x, head_y = data.head(1)
     batch, chunk = default_sizes(len(data), head_x[0].numel(), num_samples, batch_size,

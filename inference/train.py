@@ -19,7 +19,7 @@ from tqdm import tqdm
 from inference.capture import FastPath
 from inference.check import check_pair, check_support
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from inference.data import TensorData, as_data
+from inference.data import TensorData, as_data, device_of
 from inference.evaluate import elbo_terms, evaluate_elbo
 from inference.handlers import BetaMessenger
 
@@ -77,10 +77,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def _device(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters(), torch.empty(0)).device
-
-
 def parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
     """Trainable parameters of several modules, each once."""
     seen: dict[int, torch.nn.Parameter] = {}
@@ -122,7 +118,7 @@ class Trainer:
         self.model, self.guide, self.loss, self.optimizer = model, guide, loss, optimizer
         self.beta_schedule = beta if callable(beta) else None
         self.beta = None if beta is None or beta == 1 else BetaMessenger(
-            torch.tensor(float(beta(0.0) if callable(beta) else beta), device=_device(model)))
+            torch.tensor(float(beta(0.0) if callable(beta) else beta), device=device_of(model)))
         self.fast = FastPath(loss, model, guide, fast,
                              live=[] if self.beta is None else [(self.beta, "beta")])
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
