@@ -25,8 +25,27 @@ from torch.func import functional_call
 from inference.traces import log_weights, sample_sites, summed_log_prob
 
 
-class LogWeightObjective(ELBO):
-    """Base class: an objective that is a function of the (K, N) log-weights."""
+class DifferentiableELBO(ELBO):
+    """Base class: an ELBO defined by its ``differentiable_loss``, from which ``loss`` and
+    ``loss_and_grads`` follow; Pyro's per-particle ``_get_trace`` does not apply."""
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError(f"{type(self).__name__} computes its loss as a whole; "
+                                  f"call loss, loss_and_grads or differentiable_loss")
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward(retain_graph=self.retain_graph)
+        return loss.item()
+
+
+class LogWeightObjective(DifferentiableELBO):
+    """Base class: an objective that is a function of the (K, N) log-weights (all K
+    particles are drawn at once)."""
 
     analytic_kl = False
 
@@ -47,21 +66,8 @@ class LogWeightObjective(ELBO):
         """The loss (to minimize) from log w (K, N)."""
         raise NotImplementedError
 
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(f"{type(self).__name__} draws all particles at once; "
-                                  f"call loss, loss_and_grads or differentiable_loss")
-
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         return self.reduce(self.log_weights(model, guide, *args, **kwargs))
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
 
 
 def _check_reparameterized(name: str, guide_trace) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pyro.poutine as poutine
 import torch
-from pyro.infer import ELBO, TraceEnum_ELBO
+from pyro.infer import TraceEnum_ELBO
 
 from inference.data import Batch, TensorData
+from inference.objectives import DifferentiableELBO
 
 
 def classification_loss(guide, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -47,7 +49,7 @@ def accuracy(guide, data: TensorData) -> float:
     return (predict(guide, x) == y).float().mean().item()
 
 
-class SemiSupervisedELBO(ELBO):
+class SemiSupervisedELBO(DifferentiableELBO):
     """M2's objective (Kingma et al. 2014, eq. 9): −(Σ_labelled L(x, y) + Σ_unlabelled U(x))
     + α Σ_labelled −log q(y | x), with U summed over y by ``TraceEnum_ELBO``.
 
@@ -60,10 +62,6 @@ class SemiSupervisedELBO(ELBO):
         self.elbo = TraceEnum_ELBO(num_particles=num_particles,
                                    max_plate_nesting=max_plate_nesting)
 
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError("SemiSupervisedELBO runs TraceEnum_ELBO; call loss, "
-                                  "loss_and_grads or differentiable_loss")
-
     def differentiable_loss(self, model, guide, x, y=None) -> torch.Tensor:
         if y is None:
             return self.elbo.differentiable_loss(model, guide, x, None)
@@ -71,15 +69,6 @@ class SemiSupervisedELBO(ELBO):
             warnings.filterwarnings("ignore", message=".*no sample sites configured for enum")
             loss = self.elbo.differentiable_loss(model, guide, x, y)
         return loss + self.alpha * classification_loss(guide, x, y)
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
 
 
 class SemiSupervisedData:
@@ -89,8 +78,7 @@ class SemiSupervisedData:
     def __init__(self, labelled: TensorData, unlabelled: TensorData):
         if labelled.y is None:
             raise ValueError("the labelled part needs labels y")
-        self.labelled, self.unlabelled = labelled, TensorData(
-            unlabelled.x, None, unlabelled.binarize, unlabelled.image_shape, unlabelled.info)
+        self.labelled, self.unlabelled = labelled, replace(unlabelled, y=None)
         self.info = {**labelled.info, "n": len(labelled) + len(unlabelled),
                      "labelled": len(labelled), "unlabelled": len(unlabelled)}
         self.image_shape, self.binarize = labelled.image_shape, labelled.binarize
@@ -104,9 +92,10 @@ class SemiSupervisedData:
         chosen = torch.cat([order[data.y[order] == c][:per_class] for c in classes])
         rest = torch.ones(len(data), dtype=torch.bool)
         rest[chosen] = False
-        pick = lambda i, y: TensorData(data.x[i], y, data.binarize, data.image_shape,  # noqa: E731
-                                       {**data.info, "n": len(i)})
-        return cls(pick(chosen, data.y[chosen]), pick(rest.nonzero()[:, 0], None))
+        hidden = rest.nonzero()[:, 0]
+        return cls(replace(data, x=data.x[chosen], y=data.y[chosen],
+                           info={**data.info, "n": len(chosen)}),
+                   replace(data, x=data.x[hidden], y=None, info={**data.info, "n": len(hidden)}))
 
     def __len__(self) -> int:
         return len(self.labelled) + len(self.unlabelled)
