@@ -114,14 +114,14 @@ def parse_anneal(text: str, end: float = 1.0) -> Callable[[float], float] | None
     kind, *args = text.split(":")
     try:
         values = [float(a) for a in args]
+    except ValueError:
+        values = None
+    if values is not None:  # the schedules check their own numbers
         if kind == "none" and not values:
             return None
         if kind == "linear" and len(values) == 1:
             return LinearWarmup(values[0], end=end)
         if kind == "cyclical" and len(values) in (1, 2):
             return Cyclical(*values, end=end)
-    except ValueError as e:
-        if "needs" in str(e):
-            raise
     raise ValueError(f"unknown annealing {text!r}; use none, linear:EPOCHS or "
                      f"cyclical:PERIOD[:RATIO], e.g. linear:10 or cyclical:4:0.5")

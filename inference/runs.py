@@ -186,14 +186,14 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
     train, test = load_data(config, data_dir, download)
     log(describe_data(train, test))
     model, guide = build_pair(config, train)
-    device = resolve_device(config.device)
+    device, beta = resolve_device(config.device), training_beta(config)
     replicas = Replicas.join(device)  # torchrun's process group, None in one process
     if replicas is not None:
         device = replicas.device
         log(replicas.describe())
     log(f"pair: {config.model} + {config.guide}, loss {config.loss}, device {device}, "
         f"{config.epochs} epochs of batch {config.batch_size}, lr {config.lr}, seed {config.seed}"
-        + ("" if training_beta(config) is None else f", β {training_beta(config)}"))
+        + ("" if beta is None else f", β {beta}"))
     saved = {"run": config.to_json(), "model": model.config, "guide": guide.config,
              "data": {"train": train.info, "test": test.info},
              "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__),
@@ -204,7 +204,7 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
     history = fit(model, guide, train, test=test, loss=make_loss(config), epochs=config.epochs,
                   batch_size=config.batch_size, lr=config.lr, device=device, seed=config.seed,
                   optimizer=lambda p: torch.optim.Adam(p, lr=config.lr, eps=config.adam_eps),
-                  lr_schedule=SCHEDULES[config.schedule], beta=training_beta(config),
+                  lr_schedule=SCHEDULES[config.schedule], beta=beta,
                   checkpoint=ckpt, resume=resume, progress=progress, config=saved,
                   fast=False if config.fast == "off" else config.fast,
                   on_epoch=None if progress else lambda r: log(epoch_summary(r)))
@@ -213,11 +213,11 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
                "epochs": len(history), "seconds_this_session": time.perf_counter() - start,
                "device": str(device), "fast_path": history.fast_path, "data": saved["data"],
                "history": history.records}
+    if not main:
+        return metrics
     if config.loss == "m2":
         metrics["test_accuracy"] = accuracy(guide, test)
         log(f"test accuracy of q(y | x): {metrics['test_accuracy']:.4f}")
-    if not main:
-        return metrics
     save_json(out / "metrics.json", metrics)
     if figures:
         _log_figures(save_figures(model, guide, test, out / "figures", figures,
