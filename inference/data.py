@@ -83,10 +83,12 @@ class TensorData:
     def head(self, n: int) -> Batch:
         return self.serve(slice(0, n))
 
-    def take(self, n: int) -> TensorData:
-        """The first ``n`` rows, served the same way."""
-        y = None if self.y is None else self.y[:n]
-        return replace(self, x=self.x[:n], y=y, info={**self.info, "n": min(n, len(self))})
+    def take(self, n: int, start: int = 0) -> TensorData:
+        """``n`` rows from row ``start`` (default: the first ``n``), served the same way."""
+        rows = slice(start, start + n)
+        y = None if self.y is None else self.y[rows]
+        x = self.x[rows]
+        return replace(self, x=x, y=y, info={**self.info, "n": len(x)})
 
 
 class LoaderData:

@@ -48,8 +48,12 @@ def psis_khat(log_weights: torch.Tensor) -> PSIS:
     khat = torch.as_tensor(khat, dtype=lw.dtype)
     constant = (lw.max(0).values - lw.min(0).values) <= 1e-9 * lw.abs().max(0).values.clamp(min=1)
     khat = torch.where(constant, -torch.inf, khat)  # ArviZ says +inf for a degenerate tail
-    ess = (2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0)).exp()
-    return PSIS(khat.to(log_weights.dtype), ess.to(log_weights.dtype))
+    return PSIS(khat.to(log_weights.dtype), effective_sample_size(lw).to(log_weights.dtype))
+
+
+def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
+    """Kish's ESS (Σ w)² / Σ w² of the K weights of each point: (K, N) log w -> (N,)."""
+    return (2 * torch.logsumexp(log_weights, 0) - torch.logsumexp(2 * log_weights, 0)).exp()
 
 
 def khat_summary(khat: torch.Tensor) -> dict[str, float]:

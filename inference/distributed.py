@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -257,8 +257,7 @@ def _rows(data: Any, lo: int, hi: int) -> TensorData:
     if not isinstance(data, TensorData):
         raise TypeError(f"distributed evaluation splits TensorData, got {type(data).__name__}; "
                         f"load the dataset into tensors (inference.TensorData) first")
-    y = None if data.y is None else data.y[lo:hi]
-    return replace(data, x=data.x[lo:hi], y=y)
+    return data.take(hi - lo, start=lo)
 
 
 def _joined(parts: list[ImportanceSummary], device: torch.device) -> ImportanceSummary:

@@ -35,6 +35,7 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.messenger import Messenger
 
 from inference.data import device_of
+from inference.diagnostics import effective_sample_size
 from inference.marginal import ELEMENT_BUDGET, default_sizes
 from inference.traces import particle_dim, per_point, sample_sites, summed_log_prob
 
@@ -129,10 +130,6 @@ def masked_log_weights(model, guide, x, observed, y, k: int, dim: int, *, views=
                           for name, s in sample_sites(g)})
     draws = {name: torch.cat([d[name] for d in draws]) for name in draws[0]}
     return torch.cat(log_w), torch.cat(log_mis), draws
-
-
-def _ess(log_w: torch.Tensor) -> torch.Tensor:
-    return (2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)).exp()
 
 
 def _prepare(model, x, observed, y):
@@ -250,7 +247,7 @@ def impute(model, guide, x, observed, *, y=None, num_samples: int = 1000, num_dr
     log_w = torch.cat(log_ws, 1)
     return Imputation(images=torch.cat(images, 1),
                       latents={n: torch.cat([c[n] for c in latents], 1) for n in latents[0]},
-                      log_weights=log_w, ess=_ess(log_w))
+                      log_weights=log_w, ess=effective_sample_size(log_w))
 
 
 def _as_sites(chosen: dict, num_draws: int) -> dict:
