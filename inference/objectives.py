@@ -51,14 +51,19 @@ class LogWeightObjective(DifferentiableELBO):
 
     def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1,
                  retain_graph: bool | None = None):
+        if not (isinstance(max_plate_nesting, int) and max_plate_nesting >= 1):
+            raise ValueError(f"max_plate_nesting must be the number of plates of the model (an "
+                             f"integer ≥ 1, the data plate), got {max_plate_nesting!r}")
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
                          vectorize_particles=True, retain_graph=retain_graph)
+        # Pyro's ELBO adds one to max_plate_nesting for vectorized particles (K > 1); the
+        # particle plate sits just left of the model's own plates whatever K is.
+        self.particle_dim = -(max_plate_nesting + 1)
 
     def log_weights(self, model, guide, x, y=None) -> torch.Tensor:
         """log w (K, N) for K = ``num_particles`` reparameterized draws per point."""
-        dim = -(self.max_plate_nesting + 1)
-        lw, _, guide_trace = log_weights(model, guide, x, y, self.num_particles, dim,
-                                         analytic_kl=self.analytic_kl)
+        lw, _, guide_trace = log_weights(model, guide, x, y, self.num_particles,
+                                         self.particle_dim, analytic_kl=self.analytic_kl)
         _check_reparameterized(type(self).__name__, guide_trace)
         return lw
 
@@ -111,9 +116,9 @@ def lean_equivalent(loss: ELBO) -> LogWeightObjective | None:
     lean = {Trace_ELBO: ParticleELBO, TraceMeanField_ELBO: MeanFieldELBO}.get(type(loss))
     if lean is None or (loss.num_particles > 1 and not loss.vectorize_particles):
         return None
-    nesting = loss.max_plate_nesting
-    return lean(num_particles=loss.num_particles,
-                max_plate_nesting=1 if nesting == float("inf") else int(nesting),
+    nesting = loss.max_plate_nesting  # Pyro added one for vectorized particles: undo it
+    nesting = 1 if nesting == float("inf") else int(nesting) - (loss.num_particles > 1)
+    return lean(num_particles=loss.num_particles, max_plate_nesting=max(1, nesting),
                 retain_graph=loss.retain_graph)
 
 
@@ -130,21 +135,34 @@ class IWAE(LogWeightObjective):
 
 
 class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; backward multiplies the gradient of a (K, N, ...) value by the
-    (K, N) tensor ``holder[0]``, which is set after the forward pass."""
+    """Identity forward; backward multiplies the gradient of a sample site's value by the
+    per-(particle, point) weights ``holder[0]`` of shape (K, N), set after the forward pass.
+
+    The value has shape (K, 1, ..., 1, N, *event): the particle dim leftmost, the data dim
+    just left of the ``event_dim`` event dims, size-1 dims between (plates the model does
+    not use). The weights are laid out on exactly those dims; any other layout raises
+    instead of broadcasting (a (K, N, 1, 1) weight against a (K, 1, N, d) value would
+    broadcast to (K, N, N, d) and autograd would silently sum it back).
+    """
 
     @staticmethod
-    def forward(ctx, z, holder):
-        ctx.holder = holder
+    def forward(ctx, z, holder, event_dim):
+        ctx.holder, ctx.event_dim = holder, event_dim
         return z.view_as(z)
 
     @staticmethod
     def backward(ctx, grad):
-        scale = ctx.holder[0]
-        return grad * scale.reshape(scale.shape + (1,) * (grad.dim() - scale.dim())), None
+        w = ctx.holder[0]  # (K, N)
+        batch = grad.dim() - ctx.event_dim
+        if batch < 2 or grad.shape[0] != w.shape[0] or grad.shape[batch - 1] != w.shape[1]:
+            raise RuntimeError(f"per-particle weights {tuple(w.shape)} do not fit a sample "
+                               f"value of shape {tuple(grad.shape)} with {ctx.event_dim} "
+                               f"event dims; expected (K, ..., N, *event)")
+        shape = (w.shape[0],) + (1,) * (batch - 2) + (w.shape[1],) + (1,) * ctx.event_dim
+        return grad * w.reshape(shape), None, None
 
 
-def _detached_module(module):
+def _detached_module(module: torch.nn.Module):
     """``module`` called with its parameters detached: same values, no gradient to them."""
     state = {**{n: p.detach() for n, p in module.named_parameters()},
              **dict(module.named_buffers())}
@@ -158,28 +176,43 @@ def _detached_module(module):
 
 
 class _StopGradientIWAE(IWAE):
-    """IWAE bound whose guide gradient flows only through the reparameterized z: log q is
-    evaluated with the guide's parameters detached (a second, cheap pass of the guide)."""
+    """IWAE bound whose guide gradient flows only through the reparameterized z.
+
+    log q is read from the guide replayed on the draws with its parameters stopped, so it
+    carries no score term ∂log q_φ(z)/∂φ. A guide that is a ``torch.nn.Module`` is replayed
+    with its parameters detached (``functional_call``). Any other Pyro guide (a method, a
+    function with ``pyro.param``) keeps its parameters, and the score term is cancelled by
+    adding log q_φ(z̄) − ⌊log q_φ(z̄)⌋, z̄ = ⌊z⌋ (⌊·⌋: stop-gradient), from one more replay on
+    the detached draws. For ``power`` 2 (DReG) the gradient of every draw z_kn is
+    multiplied by w̃_kn on its way back, through log p and log q alike.
+    """
 
     power = 1  # the guide's gradient weights each particle by w̃_k ** power
 
     def differentiable_loss(self, model, guide, x, y=None) -> torch.Tensor:
-        k, dim = self.num_particles, -(self.max_plate_nesting + 1)
+        k, dim, n = self.num_particles, self.particle_dim, len(x)
         with pyro.plate("particles", k, dim=dim):
             g = poutine.trace(guide).get_trace(x, y)
         _check_reparameterized(type(self).__name__, g)
-        holder = [1.0]  # per-particle weights for the z gradient, filled in below
-        replayed = g.copy()
+        holder = [None]  # per-particle weights for the z gradient, filled in below
+        scaled, fixed = g.copy(), g.copy()
         for name, site in sample_sites(g):
             value = site["value"]
-            replayed.nodes[name] = {**site, "value": _ScaleGrad.apply(value, holder)
-                                    if self.power > 1 else value}
-        frozen = _detached_module(guide)
+            if self.power > 1 and k > 1:  # one particle: w̃ = 1
+                value = _ScaleGrad.apply(value, holder, len(site["fn"].event_shape))
+            scaled.nodes[name] = {**site, "value": value}
+            fixed.nodes[name] = {**site, "value": site["value"].detach()}
+        replayed = lambda fn, tr: poutine.trace(poutine.replay(fn, trace=tr)).get_trace(x, y)  # noqa: E731
         with pyro.plate("particles", k, dim=dim):
-            m = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(x, y)
-            q = poutine.trace(poutine.replay(frozen, trace=replayed)).get_trace(x, y)
-        log_w = summed_log_prob(m, dim, k, len(x)) - summed_log_prob(q, dim, k, len(x))  # (K, N)
-        w = torch.softmax(log_w.detach(), 0)  # w̃
+            m = replayed(model, scaled)
+            if isinstance(guide, torch.nn.Module):
+                log_q = summed_log_prob(replayed(_detached_module(guide), scaled), dim, k, n)
+            else:
+                q = g if self.power == 1 or k == 1 else replayed(guide, scaled)
+                score = summed_log_prob(replayed(guide, fixed), dim, k, n)  # log q_φ(z̄)
+                log_q = summed_log_prob(q, dim, k, n) - score + score.detach()
+        log_w = summed_log_prob(m, dim, k, n) - log_q  # (K, N); log w, no score term
+        w = torch.softmax(log_w.detach(), 0)  # w̃, (K, N)
         holder[0] = w.pow(self.power - 1)
         surrogate = -(w * log_w).sum()
         value = self.reduce(log_w.detach())

@@ -38,6 +38,10 @@ def particle_dim(model, guide, x: torch.Tensor, y: torch.Tensor | None) -> int:
 def per_point(log_prob: torch.Tensor, dim: int, k: int, n: int) -> torch.Tensor:
     """Reduce a site's log-density to (k, n): sum the plates between particles and data."""
     lp = log_prob.reshape((1,) * (-dim - log_prob.dim()) + log_prob.shape)
+    if lp.dim() != -dim or lp.shape[0] not in (1, k) or lp.shape[-1] not in (1, n):
+        raise ValueError(f"a log-density of shape {tuple(log_prob.shape)} does not fit "
+                         f"(particles {k}, ..., points {n}) with the particle plate at dim "
+                         f"{dim}; a site has batch dims left of the particle plate")
     if lp.dim() > 2:
         lp = lp.sum(dim=tuple(range(1, lp.dim() - 1)))
     return lp.expand(k, n)
