@@ -62,7 +62,9 @@ class ImportanceSummary:
 
 def _chunk(model, guide, x, y, *, k: int, dim: int):
     log_w, log_lik, g = log_weights(model, guide, x, y, k, dim)
-    return log_w, log_lik, {name: site["value"] for name, site in sample_sites(g)}
+    n = len(x)  # one particle has no particle dim: every draw becomes (k, N, *event)
+    return log_w, log_lik, {name: site["value"].reshape(k, n, *site["fn"].event_shape)
+                            for name, site in sample_sites(g)}
 
 
 @torch.no_grad()
