@@ -142,8 +142,9 @@ def _prepare(model, x, observed, y):
 def _batch_lse(model, guide, x, observed, y, *, num_samples, chunk, dim, views, site):
     """Over chunks of particles: logsumexp of log w, of log w + log p(x_mis | z), of 2 log w."""
     parts = [[], [], []]
-    for done in range(0, num_samples, chunk):
-        k = max(1, min(chunk, num_samples - done) // len(views))  # per view
+    per_view, per_chunk = num_samples // len(views), max(1, chunk // len(views))
+    for done in range(0, per_view, per_chunk):
+        k = min(per_chunk, per_view - done)  # particles from each view in this chunk
         log_w, log_mis, _ = masked_log_weights(model, guide, x, observed, y, k, dim,
                                                views=views, site=site)
         for acc, lw in zip(parts, (log_w, log_w + log_mis, 2 * log_w), strict=True):
@@ -169,6 +170,11 @@ def conditional_log_likelihood(model, guide, x, observed, *, y=None, num_samples
     score grey-level targets (their cross-entropy, as Pyro's CVAE example does).
     """
     x, observed, y = _prepare(model, x, observed, y)
+    views = 1 if proposal == "filled" else 2
+    if num_samples < views or num_samples % views:
+        raise ValueError(f"num_samples must be a positive multiple of {views} with proposal="
+                         f"{proposal!r} (the particles are split evenly between the views), "
+                         f"got {num_samples}")
     batch, chunk = default_sizes(len(x), x[0].numel(), num_samples, batch_size, chunk_size)
     out, ess = [], []
     with pyro.validation_enabled(False):

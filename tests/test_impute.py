@@ -143,13 +143,15 @@ def test_completions_keep_the_given_pixels_and_average_to_the_conditional_mean(p
 
 def test_sampled_completions_scatter_like_the_gaussian_conditional(pair):
     model, _, x = pair
-    x = x[:1]
+    x = x[:3]  # three distinct points, each against its own conditional
     guide = observed_posterior_guide(model, OBSERVED)
     out = impute(model, guide, x, OBSERVED, num_samples=500, num_draws=4000, decode="sample")
-    draws = out.images[:, 0, ~OBSERVED]  # (S, |m|)
     exact = gaussian_conditional(model, x, OBSERVED)
-    torch.testing.assert_close(draws.mean(0), exact.mean[0], atol=0.1, rtol=0)
-    torch.testing.assert_close(torch.cov(draws.T), exact.covariance_matrix[0], atol=0.1, rtol=0)
+    for n in range(len(x)):
+        draws = out.images[:, n, ~OBSERVED]  # (S, |m|)
+        torch.testing.assert_close(draws.mean(0), exact.mean[n], atol=0.1, rtol=0)
+        torch.testing.assert_close(torch.cov(draws.T), exact.covariance_matrix[n], atol=0.1,
+                                   rtol=0)
 
 
 def test_bernoulli_masking_under_particles_matches_a_hand_count():
@@ -202,3 +204,9 @@ def test_bad_masks_are_rejected_with_the_alternative_named():
     with pytest.raises(ValueError, match="1, 2 or 3"):
         quadrant_mask(4)
     assert math.isclose(quadrant_mask(3).float().mean().item(), 0.75)
+
+
+def test_mixture_proposal_needs_an_even_number_of_particles(pair):
+    model, guide, x = pair
+    with pytest.raises(ValueError, match="positive multiple of 2 with proposal='mixture'"):
+        conditional_log_likelihood(model, guide, x, OBSERVED, num_samples=3)
