@@ -47,6 +47,7 @@ def test_lean_objectives_equal_pyro_in_value_and_gradient(plain, lean, binary_x)
                       strict=True):
         torch.testing.assert_close(gb, ga)
     assert type(lean_equivalent(plain)) is type(lean)
+    assert lean_equivalent(plain).particle_dim == -2  # Pyro's +1 for particles undone
 
 
 def test_lean_objective_api_and_limits(binary_x):
