@@ -16,16 +16,18 @@ checked against the eager function on its first inputs, under the same draws.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.func import functional_call
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_leaves
 
 from inference.objectives import lean_equivalent
+from inference.programs import ParamsAsGiven, owner
 
 CAPTURE_AFTER = 20  # calls with one input shape before it is captured: short runs stay eager
 
@@ -65,9 +67,33 @@ def same_outputs(first, second, x: torch.Tensor, y: torch.Tensor | None, *,
     return True, "the same value" + (" and gradients" if params else "")
 
 
+def _owners(model, guide) -> list[torch.nn.Module]:
+    """The distinct modules whose parameters the two programs run on."""
+    out: list[torch.nn.Module] = []
+    for fn in (model, guide):
+        module = owner(fn)
+        if module is None:
+            raise ValueError(f"{fn!r} is not a module or a module's method")
+        if all(module is not m for m in out):
+            out.append(module)
+    return out
+
+
+@contextlib.contextmanager
+def _swapped(modules: list[torch.nn.Module], states: list[dict[str, torch.Tensor]]):
+    """Each module runs on the tensors of its state (as ``torch.func.functional_call``),
+    whichever of its methods is called."""
+    with contextlib.ExitStack() as stack:
+        for module, state in zip(modules, states, strict=True):
+            stack.enter_context(_reparametrize_module(module, state))
+        yield
+
+
 class Captured:
     """``fn(model, guide, x, y)``, captured (and optionally compiled) per input shape once
-    that shape has been seen ``capture_after`` times; eager before, or when refused."""
+    that shape has been seen ``capture_after`` times; eager before, or when refused.
+    ``model`` and ``guide`` are modules or modules' methods (programs of
+    :mod:`inference.programs`), whose parameters and buffers become graph inputs."""
 
     def __init__(self, fn: Callable, model, guide, *, compile: bool = False,
                  capture_after: int | None = None, grad: bool = True,
@@ -75,8 +101,9 @@ class Captured:
         self.fn, self.model, self.guide, self.compile, self.grad = fn, model, guide, compile, grad
         self.live = list(live or [])  # (object, attribute): tensors read as graph inputs
         self.capture_after = capture_after
-        self.states = ({**dict(model.named_parameters()), **dict(model.named_buffers())},
-                       {**dict(guide.named_parameters()), **dict(guide.named_buffers())})
+        self.modules = _owners(model, guide)
+        self.states = tuple({**dict(m.named_parameters()), **dict(m.named_buffers())}
+                            for m in self.modules)
         self.graphs: dict[Any, Callable | None] = {}
         self.seen: Counter = Counter()
         self.refusals: list[str] = []
@@ -104,7 +131,7 @@ class Captured:
         return self.eager(x, y) if graph is None else self._run(graph, x, y)
 
     def _run(self, graph: Callable, x, y):
-        return graph(x, y, *self.states, [getattr(o, a) for o, a in self.live])
+        return graph(x, y, list(self.states), [getattr(o, a) for o, a in self.live])
 
     def _params(self) -> list[torch.Tensor] | None:
         """Parameters whose gradients a captured training graph must reproduce."""
@@ -113,14 +140,13 @@ class Captured:
         return [p for s in self.states for p in s.values() if p.requires_grad]
 
     def _capture(self, x, y) -> Callable | None:
-        def functional(x, y, model_state, guide_state, live):  # a plain function for make_fx
-            model = lambda *a: functional_call(self.model, model_state, a)  # noqa: E731
-            guide = lambda *a: functional_call(self.guide, guide_state, a)  # noqa: E731
+        def functional(x, y, states, live):  # a plain function for make_fx
             kept = [getattr(o, a) for o, a in self.live]
             try:  # the live tensors (e.g. a handler's β) become inputs of the graph
                 for (o, a), value in zip(self.live, live, strict=True):
                     setattr(o, a, value)
-                return self.fn(model, guide, x, y)
+                with _swapped(self.modules, states), ParamsAsGiven():
+                    return self.fn(self.model, self.guide, x, y)
             finally:
                 for (o, a), value in zip(self.live, kept, strict=True):
                     setattr(o, a, value)
@@ -128,7 +154,7 @@ class Captured:
         detached = [{k: v.detach() for k, v in s.items()} for s in self.states]
         live = [getattr(o, a).detach() for o, a in self.live]
         try:
-            graph = make_fx(functional, tracing_mode="fake")(x, y, *detached, live)
+            graph = make_fx(functional, tracing_mode="fake")(x, y, detached, live)
         except Exception as e:  # data-dependent control flow, unsupported operations
             self.refusals.append(f"capture refused for shape {tuple(x.shape)} "
                                  f"({type(e).__name__}), eager instead")
@@ -152,7 +178,7 @@ class Captured:
         """
         import torch._inductor.config as inductor_config
 
-        compiled = torch.compile(lambda x, y, ms, gs, lv: graph(x, y, ms, gs, lv), dynamic=False)
+        compiled = torch.compile(lambda x, y, states, lv: graph(x, y, states, lv), dynamic=False)
         with inductor_config.patch(fallback_random=True):
             ok, detail = same_outputs(lambda a, b: self._run(compiled, a, b),
                                       lambda a, b: self._run(graph, a, b), x, y,
@@ -177,13 +203,17 @@ class FastPath:
     """
 
     def __init__(self, loss, model, guide, fast: bool | str,
-                 live: list[tuple[Any, str]] | None = None):
+                 live: list[tuple[Any, str]] | None = None, refusal: str | None = None):
         if fast not in (False, True, "auto", "compile"):
             raise ValueError(f"fast must be False, True, 'auto' or 'compile', got {fast!r}")
         self.loss, self.captured = loss, None
         lean = None if fast is False else lean_equivalent(loss)
         if fast is False:
             self._reason = "off (fast=False)"
+        elif refusal is not None:
+            if fast in (True, "compile"):
+                raise ValueError(f"no fast path for this pair: {refusal}")
+            self._reason = f"off ({refusal})"
         elif lean is None:
             if fast in (True, "compile"):
                 raise ValueError(f"no fast path for {type(loss).__name__}: it covers "
@@ -191,7 +221,7 @@ class FastPath:
                                  f"particles) and the objectives of inference.objectives")
             self._reason = f"off ({type(loss).__name__} has no lean equivalent)"
         else:
-            on_cuda = any(p.is_cuda for p in model.parameters())
+            on_cuda = any(p.is_cuda for m in _owners(model, guide) for p in m.parameters())
             compile = fast == "compile" or (fast == "auto" and on_cuda)
             self.captured = Captured(lean.differentiable_loss, model, guide, compile=compile,
                                      live=live)

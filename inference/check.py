@@ -1,21 +1,28 @@
-"""Check a model/guide pair and its data against the contract before any training.
+"""Check a model/guide pair and its data before any training.
 
 Modelled on NumPyro's ``check_model_guide_match``: sites, shapes, supports and plates are
-compared on traces, and every error names the site and both sides.
+compared on traces, and every error names the site and both sides. Any pair Pyro's SVI
+takes is checked (:mod:`inference.programs`); the names of its data, latent and label sites
+and of its data plate are read from the traces, or given as ``sites={"x": ..., "z": ...}``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
 
-from inference.traces import sample_sites
-
-
-class PairError(ValueError):
-    """A model and a guide disagree about a sample site, or one of them fails on the data."""
+from inference.programs import (
+    PairError,
+    Sites,
+    data_plate_name,
+    discover_sites,
+    program,
+    sample_sites,
+)
 
 
 class DataError(ValueError):
@@ -84,13 +91,14 @@ def _compare_site(name: str, m: dict, g: dict) -> None:
                         f"model's prior has support")
 
 
-def _check_data_plate(name: str, site: dict, role: str, n: int) -> None:
-    frames = {f.name: f for f in site["cond_indep_stack"]}
-    if "data" not in frames or frames["data"].dim != -1:
-        raise PairError(f"{role} site {name!r} is not inside pyro.plate('data', N, dim=-1)")
-    if frames["data"].size != n:
-        raise PairError(f"{role} site {name!r}: plate 'data' has size {frames['data'].size} "
-                        f"but the batch has {n} rows")
+def _check_data_plate(name: str, site: dict, role: str, n: int, plate: str) -> None:
+    try:
+        found = data_plate_name(name, site, n)
+    except PairError as e:
+        raise PairError(f"{role} {e}") from None
+    if found != plate:
+        raise PairError(f"{role} site {name!r} sits in plate {found!r} at dim -1, but the data "
+                        f"site sits in {plate!r}; use one plate over the data points")
 
 
 def _check_observed(name: str, site: dict) -> None:
@@ -104,29 +112,30 @@ def _check_observed(name: str, site: dict) -> None:
     check_support(name, fn.support, value)
 
 
-def check_pair(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+def check_pair(model, guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
+               sites: Mapping[str, object] | None = None) -> Sites:
     """Trace ``model`` and ``guide`` on a batch and check that they form a valid pair.
 
-    Raises :class:`PairError` naming the site whose name, shape, support or plates disagree,
-    and :class:`DataError` if the batch does not fit the model's observed site.
+    Both may be anything Pyro's SVI takes (:mod:`inference.programs`). Returns the
+    :class:`~inference.programs.Sites` the pair uses. Raises :class:`PairError` naming the
+    site whose name, shape, support or plates disagree, and :class:`DataError` if the batch
+    does not fit the model's observed site.
     """
+    model, guide = program(model, "model"), program(guide, "guide")
     with pyro.validation_enabled(True):
         m_tr = _trace(model, x, y, "model")  # prior draw: runs even if the guide's z is wrong
+        found = discover_sites(m_tr, x, y, sites)
         m_sites = _sample_sites(m_tr)
         observed = {n: s for n, s in m_sites.items() if s["is_observed"]}
-        if "x" not in observed:
-            raise PairError(f"the model has no observed site 'x' (sample sites: "
-                            f"{', '.join(m_sites) or 'none'}); call pyro.sample('x', ..., obs=x)")
         for name, site in observed.items():
-            _check_data_plate(name, site, "model", x.shape[0])
+            _check_data_plate(name, site, "model", x.shape[0], found.plate)
             _check_observed(name, site)
         g_tr = _trace(guide, x, y, "guide")
         g_sites = {n: s for n, s in _sample_sites(g_tr).items() if not s["is_observed"]}
         for name, g in g_sites.items():
             if name not in m_sites:
-                latent = [n for n in m_sites if n not in observed]
                 raise PairError(f"the guide samples site {name!r}, which the model does not "
-                                f"have; the model's latent sites are {', '.join(latent)}")
+                                f"have; the model's latent sites are {', '.join(found.latent)}")
             if name in observed:
                 raise PairError(f"the guide samples site {name!r}, which the model observes")
             _compare_site(name, m_sites[name], g)
@@ -136,6 +145,7 @@ def check_pair(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> 
                 raise PairError(f"the model's latent site {name!r} is not sampled by the guide "
                                 f"(guide sites: {', '.join(g_sites) or 'none'})")
         _check_joint(model, g_tr, x, y)
+    return found
 
 
 def _check_joint(model, guide_trace: poutine.Trace, x, y) -> None:

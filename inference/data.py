@@ -122,11 +122,6 @@ class LoaderData:
         return next(iter(self.batches(n)))
 
 
-def device_of(module: torch.nn.Module) -> torch.device:
-    """Where a model or guide lives: its first parameter's device (the CPU without any)."""
-    return next((p.device for p in module.parameters()), torch.device("cpu"))
-
-
 def as_data(data: Any) -> TensorData | LoaderData:
     """Accept a tensor, an ``(x, y)`` pair, a :class:`TensorData` or a torch ``Dataset``."""
     if isinstance(data, (TensorData, LoaderData)):

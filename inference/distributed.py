@@ -33,8 +33,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils._pytree import tree_map
 
 from inference import marginal
-from inference.data import Batch, TensorData, as_data, device_of
+from inference.data import Batch, TensorData, as_data
 from inference.marginal import ImportanceSummary, default_sizes
+from inference.pair import PairLoss
+from inference.programs import device_of, program
 from inference.train import Trainer
 
 TIMEOUT_ENV = "VAE_LAB_DIST_TIMEOUT"  # seconds a collective may wait for the other ranks
@@ -210,7 +212,7 @@ class DistributedTrainer(Trainer):
             self.train_eval_points = 0  # rank 0 scores the epoch
         ids = [replicas.device.index] if replicas.device.type == "cuda" else None
         with peers("the start of training"):  # DDP broadcasts rank 0's parameters
-            self.ddp = DistributedDataParallel(loss(model, guide), device_ids=ids)
+            self.ddp = DistributedDataParallel(PairLoss(loss, self.pair), device_ids=ids)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         value = self.ddp(x, y)  # this rank's slice: the loss summed over its points
@@ -285,8 +287,9 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     chunk sizes; they are gathered to every rank in the original order. Without a process
     group this is that single-process call.
     """
+    model, guide = program(model, "model"), program(guide, "guide")
     data = as_data(x if y is None else (x, y))
-    device = device_of(model)
+    device = device_of(model, guide)
     r, w, n = rank(), world_size(), len(data)
     batch, chunk = default_sizes(n, data.head(1)[0][0].numel(), num_samples, batch_size,
                                  chunk_size)

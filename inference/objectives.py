@@ -14,7 +14,6 @@ score-function term. For discrete latents use Pyro's ``Trace_ELBO`` or ``TraceEn
 from __future__ import annotations
 
 import math
-import warnings
 
 import pyro
 import pyro.poutine as poutine
@@ -22,6 +21,7 @@ import torch
 from pyro.infer import ELBO
 from torch.func import functional_call
 
+from inference.programs import ParamsAsGiven
 from inference.traces import log_weights, sample_sites, summed_log_prob
 
 
@@ -168,8 +168,7 @@ def _detached_module(module: torch.nn.Module):
              **dict(module.named_buffers())}
 
     def call(*args):
-        with warnings.catch_warnings():  # Pyro's global param store notes the detached ones
-            warnings.filterwarnings("ignore", message=".*not registered in the param store")
+        with ParamsAsGiven():  # the detached copies stay out of Pyro's global store
             return functional_call(module, state, args)
 
     return call

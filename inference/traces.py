@@ -16,10 +16,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-
-def sample_sites(tr: poutine.Trace):
-    return [(n, s) for n, s in tr.nodes.items()
-            if s["type"] == "sample" and not site_is_subsample(s)]
+from inference.programs import sample_sites
 
 
 def particle_dim(model, guide, x: torch.Tensor, y: torch.Tensor | None) -> int:
@@ -48,10 +45,10 @@ def per_point(log_prob: torch.Tensor, dim: int, k: int, n: int) -> torch.Tensor:
 
 
 def _check_per_point(name: str, site: dict) -> None:
-    frames = {f.name: f.dim for f in site["cond_indep_stack"]}
-    if frames.get("data") != -1:
-        raise ValueError(f"site {name!r} is not inside pyro.plate('data', dim=-1); per-point "
-                         f"scores need every sample site there")
+    if not any(f.vectorized and f.dim == -1 for f in site["cond_indep_stack"]):
+        raise ValueError(f"site {name!r} is not inside a plate over the data points at dim -1 "
+                         f"(pyro.plate('data', len(x))); per-point scores need every sample "
+                         f"site there")
 
 
 def summed_log_prob(tr: poutine.Trace, dim: int, k: int, n: int) -> torch.Tensor:

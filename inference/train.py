@@ -17,11 +17,13 @@ from pyro.infer import ELBO, Trace_ELBO
 from tqdm import tqdm
 
 from inference.capture import FastPath
-from inference.check import check_pair, check_support
+from inference.check import check_support
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from inference.data import TensorData, as_data, device_of
+from inference.data import TensorData, as_data
 from inference.evaluate import elbo_terms, evaluate_elbo
 from inference.handlers import BetaMessenger
+from inference.pair import Pair, as_pair, module_pair
+from inference.programs import device_of
 
 READ_EVERY_S = 1.0  # seconds between reads of the running loss (one host sync each)
 
@@ -99,11 +101,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-def check_dataset(model, data) -> None:
+def check_dataset(pair: Pair, data) -> None:
     """Check every observed value of a tensor dataset against the model's likelihood."""
     if isinstance(data, TensorData) and data.binarize == "none":
-        tr = pyro.poutine.trace(model).get_trace(*data.head(2))
-        check_support("x", tr.nodes["x"]["fn"].support, data.x)
+        tr = pyro.poutine.trace(pair.model).get_trace(*data.head(2))
+        site = pair.sites.x
+        check_support(site, tr.nodes[site]["fn"].support, data.x)
 
 
 class Trainer:
@@ -114,13 +117,17 @@ class Trainer:
                  eval_loss: ELBO | None = None, eval_batch_size: int = 1000,
                  train_eval_points: int = 0, fast: bool | str = False,
                  lr_schedule: Callable[[int], float] | None = None,
-                 beta: float | Callable[[float], float] | None = None):
-        self.model, self.guide, self.loss, self.optimizer = model, guide, loss, optimizer
+                 beta: float | Callable[[float], float] | None = None,
+                 pair: Pair | None = None):
+        self.pair = pair or module_pair(model, guide)
+        self.model, self.guide = self.pair.model, self.pair.guide
+        self.loss, self.optimizer = loss, optimizer
         self.beta_schedule = beta if callable(beta) else None
-        self.beta = None if beta is None or beta == 1 else BetaMessenger(
-            torch.tensor(float(beta(0.0) if callable(beta) else beta), device=device_of(model)))
-        self.fast = FastPath(loss, model, guide, fast,
-                             live=[] if self.beta is None else [(self.beta, "beta")])
+        self.beta = None if beta is None or beta == 1 else BetaMessenger(torch.tensor(
+            float(beta(0.0) if callable(beta) else beta), device=device_of(model, guide)))
+        self.fast = FastPath(loss, self.model, self.guide, fast,
+                             live=[] if self.beta is None else [(self.beta, "beta")],
+                             refusal=self.pair.capture_refusal())
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.seed, self.clip_norm, self.progress = seed, clip_norm, progress
         self.eval_loss, self.eval_batch_size = eval_loss, eval_batch_size
@@ -207,14 +214,13 @@ class Trainer:
 
 
     def state(self, config: dict | None) -> dict[str, Any]:
-        return {"format": 1, "epoch": len(self.history), "model": self.model.state_dict(),
-                "guide": self.guide.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "history": self.history.records, "rng": _rng_state(), "config": config or {}}
+        return {"format": 1, "epoch": len(self.history), **self.pair.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "history": self.history.records,
+                "rng": _rng_state(), "config": config or {}}
 
     def restore(self, state: dict[str, Any], path: Path) -> None:
         try:
-            self.model.load_state_dict(state["model"])
-            self.guide.load_state_dict(state["guide"])
+            self.pair.load_state_dict(state)
             self.optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as e:
             first = str(e).splitlines()[0]
@@ -239,13 +245,19 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
         lr_schedule: Callable[[int], float] | None = None,
         beta: float | Callable[[float], float] | None = None,
         clip_norm: float | None = None, progress: bool = True, config: dict | None = None,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> History:
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        sites: dict | None = None) -> History:
     """Train ``guide`` and ``model`` jointly by stochastic variational inference.
 
+    ``model`` and ``guide``: anything Pyro's SVI takes (:mod:`inference.programs`):
+    PyroModules, methods of an ``nn.Module`` (networks registered with ``pyro.module``),
+    functions with ``pyro.param``; called as ``fn(x)`` or ``fn(x, y=None)``; ``sites`` names
+    the data and latent sites where the traces cannot tell (``{"x": "obs"}``).
     ``train``/``test``: a tensor (N, D), an ``(x, y)`` pair, :class:`TensorData` or a torch
     ``Dataset``. ``loss``: any Pyro ELBO (default ``Trace_ELBO()``). ``optimizer``: a
     function of the parameters (default ``torch.optim.Adam(params, lr=lr)``): one optimizer
-    over all parameters of model and guide. The pair and the data are checked once
+    over all parameters of model and guide, found as Pyro's SVI finds them
+    (:func:`~inference.pair.as_pair`). The pair and the data are checked once
     (:func:`~inference.check_pair`), then the hot loop runs with Pyro's validation off.
     ``checkpoint``: written atomically after every epoch; ``resume=True`` continues from
     it. After every epoch the test set is scored with one draw of z per point (ELBO,
@@ -272,15 +284,15 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     progress = progress and (replicas is None or replicas.is_main)
     if seed is not None:
         pyro.set_rng_seed(seed)
-    train, test = _prepare(model, guide, train, test, device, batch_size)
+    pair, train, test = _prepare(model, guide, train, test, device, batch_size, sites)
     loss = Trace_ELBO() if loss is None else loss
     make_opt = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
     make_trainer = Trainer if replicas is None else replicas.trainer
-    trainer = make_trainer(model, guide, loss, make_opt(parameters(model, guide)), seed=seed,
-                           clip_norm=clip_norm, progress=progress, eval_loss=eval_loss,
-                           eval_batch_size=eval_batch_size,
+    trainer = make_trainer(pair.model, pair.guide, loss, make_opt(pair.parameters()),
+                           seed=seed, clip_norm=clip_norm, progress=progress,
+                           eval_loss=eval_loss, eval_batch_size=eval_batch_size,
                            train_eval_points=train_eval_points, fast=fast,
-                           lr_schedule=lr_schedule, beta=beta)
+                           lr_schedule=lr_schedule, beta=beta, pair=pair)
     with trainer.handled():
         verified = trainer.fast.verify(*train.head(min(batch_size, len(train))))
     if not verified and fast in (True, "compile"):
@@ -305,17 +317,18 @@ def fit(model, guide, train: Any, *, test: Any = None, loss: ELBO | None = None,
     return trainer.history
 
 
-def _prepare(model, guide, train, test, device: torch.device, batch_size: int):
-    """Move the pair and the data to ``device`` once, and check them once."""
-    model.to(device)
-    guide.to(device)
-    train = as_data(train).to(device)
-    test = None if test is None else as_data(test).to(device)
-    check_pair(model, guide, *train.head(min(batch_size, len(train))))
+def _prepare(model, guide, train, test, device: torch.device, batch_size: int, sites):
+    """Check the pair once on a first batch where it lives, then move the pair and the
+    data to ``device`` once, and check every observed value."""
+    train, test = as_data(train), None if test is None else as_data(test)
+    here = device_of(model, guide)
+    head = [None if t is None else t.to(here) for t in train.head(min(batch_size, len(train)))]
+    pair = as_pair(model, guide, *head, sites=sites).to(device)
+    train, test = train.to(device), None if test is None else test.to(device)
     for data in (train, test):
         if data is not None:
-            check_dataset(model, data)
-    return train, test
+            check_dataset(pair, data)
+    return pair, train, test
 
 
 def epoch_summary(r: dict[str, Any]) -> str:
