@@ -8,13 +8,16 @@ from inference.diagnostics import khat_summary, psis_khat
 from inference.evaluate import elbo_terms, evaluate_elbo
 from inference.generate import reconstruct, sample
 from inference.marginal import ImportanceSummary, importance_sample, iw_log_likelihood
+from inference.pair import Pair, as_pair
+from inference.programs import Sites, program
 from inference.scores import score
 from inference.train import History, TrainingDiverged, fit, resolve_device
 
 __all__ = [
     "DATASETS", "CheckpointError", "DataError", "History", "ImportanceSummary", "LoaderData",
-    "PairError", "TensorData", "TrainingDiverged", "as_data", "check_pair", "check_support",
+    "Pair", "PairError", "Sites", "TensorData", "TrainingDiverged", "as_data", "as_pair",
+    "check_pair", "check_support",
     "elbo_terms", "evaluate_elbo", "fit", "importance_sample", "iw_log_likelihood", "khat_summary",
     "load_checkpoint", "load_dataset", "psis_khat", "reconstruct", "resolve_data_dir",
-    "resolve_device", "sample", "save_checkpoint", "score",
+    "program", "resolve_device", "sample", "save_checkpoint", "score",
 ]

@@ -8,8 +8,9 @@ import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO
 
-from inference.data import as_data, device_of
+from inference.data import as_data
 from inference.marginal import chunk_log_weights
+from inference.programs import device_of, program
 from inference.traces import particle_dim
 
 
@@ -31,8 +32,9 @@ def evaluate_elbo(model, guide, data: Any, *, loss: ELBO | None = None,
     uses the closed-form KL).
     """
     loss = Trace_ELBO() if loss is None else loss
+    model, guide = program(model, "model"), program(guide, "guide")
     data = as_data(data)
-    device = device_of(model)
+    device = device_of(model, guide)
     data = data.to(device)
     total = torch.zeros((), device=device, dtype=torch.float64)
     with pyro.validation_enabled(False):
@@ -48,8 +50,9 @@ def elbo_terms(model, guide, data: Any, *, batch_size: int = 1000) -> dict[str, 
     One draw of z per point, read from traces of the pair (the estimator of Trace_ELBO);
     the KL is Monte Carlo, so it works for any guide.
     """
+    model, guide = program(model, "model"), program(guide, "guide")
     data = as_data(data)
-    device = device_of(model)
+    device = device_of(model, guide)
     data = data.to(device)
     dim = particle_dim(model, guide, *data.head(1))
     elbo = recon = torch.zeros((), device=device, dtype=torch.float64)

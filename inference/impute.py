@@ -34,9 +34,9 @@ import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.messenger import Messenger
 
-from inference.data import device_of
 from inference.diagnostics import effective_sample_size
 from inference.marginal import ELEMENT_BUDGET, default_sizes
+from inference.programs import device_of, probe_sites, program
 from inference.traces import particle_dim, per_point, sample_sites, summed_log_prob
 
 
@@ -103,7 +103,7 @@ def _views(x: torch.Tensor, observed: torch.Tensor, fill, proposal: str) -> list
 
 
 def masked_log_weights(model, guide, x, observed, y, k: int, dim: int, *, views=None, fill=0.0,
-                       site: str = "x"):
+                       site: str | None = None):
     """Importance weights of p(x_obs, z) for k particles from each view v_j (J views):
 
         z ~ (1/J) Σ_j q(z | v_j),   log w = log p(x_obs, z) − log (1/J) Σ_j q(z | v_j)
@@ -111,6 +111,8 @@ def masked_log_weights(model, guide, x, observed, y, k: int, dim: int, *, views=
     (a deterministic mixture, Owen & Zhou 2000), the default view being x̃ (missing := fill).
     Returns log w (J·k, N), log p(x_mis | z) (J·k, N) and the draws {site: (J·k, N, ...)}.
     """
+    model, guide = program(model, "model"), program(guide, "guide")
+    site = site or probe_sites(model, guide, x[:1], None if y is None else y[:1]).x
     n, views = len(x), views if views is not None else [_filled(x, observed, fill)]
     x_in = _filled(x, observed, fill)  # the model never sees a missing pixel
     masked = observe_pixels(model, observed, site)
@@ -132,11 +134,15 @@ def masked_log_weights(model, guide, x, observed, y, k: int, dim: int, *, views=
     return torch.cat(log_w), torch.cat(log_mis), draws
 
 
-def _prepare(model, x, observed, y):
-    device = device_of(model)
+def _prepare(model, guide, x, observed, y, site):
+    """The programs, the data on their device, and the name of the data site."""
+    model, guide = program(model, "model"), program(guide, "guide")
+    device = device_of(model, guide)
     x = x.to(device)
     observed = observed.to(device).expand(x.shape)
-    return x, observed, None if y is None else y.to(device)
+    y = None if y is None else y.to(device)
+    site = site or probe_sites(model, guide, x[:1], None if y is None else y[:1]).x
+    return model, guide, x, observed, y, site
 
 
 def _batch_lse(model, guide, x, observed, y, *, num_samples, chunk, dim, views, site):
@@ -155,7 +161,7 @@ def _batch_lse(model, guide, x, observed, y, *, num_samples, chunk, dim, views, 
 @torch.no_grad()
 def conditional_log_likelihood(model, guide, x, observed, *, y=None, num_samples: int = 1000,
                                chunk_size: int | None = None, batch_size: int | None = None,
-                               proposal: str = "mixture", fill=0.0, site: str = "x",
+                               proposal: str = "mixture", fill=0.0, site: str | None = None,
                                return_ess: bool = False):
     """log p(x_mis | x_obs) per image (N,), in nats, by importance sampling (module docstring).
 
@@ -169,7 +175,7 @@ def conditional_log_likelihood(model, guide, x, observed, *, y=None, num_samples
     size of the weights w (N,). Gradients and validation are off, so a Bernoulli decoder may
     score grey-level targets (their cross-entropy, as Pyro's CVAE example does).
     """
-    x, observed, y = _prepare(model, x, observed, y)
+    model, guide, x, observed, y, site = _prepare(model, guide, x, observed, y, site)
     views = 1 if proposal == "filled" else 2
     if num_samples < views or num_samples % views:
         raise ValueError(f"num_samples must be a positive multiple of {views} with proposal="
@@ -224,7 +230,7 @@ def _decode(model, latents, x_in, y, num_draws: int, dim: int, site: str, mean: 
 
 @torch.no_grad()
 def impute(model, guide, x, observed, *, y=None, num_samples: int = 1000, num_draws: int = 1,
-           decode: str = "mean", fill=0.0, site: str = "x") -> Imputation:
+           decode: str = "mean", fill=0.0, site: str | None = None) -> Imputation:
     """Complete images from their observed pixels with S = ``num_draws`` posterior draws.
 
     K = ``num_samples`` particles z_k ~ q(z | x̃) per image are weighted by
@@ -234,7 +240,7 @@ def impute(model, guide, x, observed, *, y=None, num_samples: int = 1000, num_dr
     """
     if decode not in ("mean", "sample"):
         raise ValueError(f"decode must be 'mean' or 'sample', got {decode!r}")
-    x, observed, y = _prepare(model, x, observed, y)
+    model, guide, x, observed, y, site = _prepare(model, guide, x, observed, y, site)
     batch = max(1, ELEMENT_BUDGET // (num_samples * x[0].numel()))
     images, latents, log_ws = [], [], []
     with pyro.validation_enabled(False):

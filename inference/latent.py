@@ -14,32 +14,56 @@ import pyro.poutine as poutine
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from inference.data import device_of
+from inference.programs import data_site, device_of, program, sample_sites
+
+
+def _latent_site(tr, site: str | None) -> str:
+    """``site``, else ``z`` if the guide samples it, else the guide's first sample site."""
+    if site is not None:
+        return site
+    names = [n for n, s in sample_sites(tr) if not s["is_observed"]]
+    return "z" if "z" in names else names[0]
 
 
 @torch.no_grad()
-def encode(guide, x: torch.Tensor, y: torch.Tensor | None = None, *, site: str = "z",
+def encode(guide, x: torch.Tensor, y: torch.Tensor | None = None, *, site: str | None = None,
            mean: bool = True) -> torch.Tensor:
-    """E_q[z | x] (or one draw) of the guide's latent ``site``, shape (N, z_dim)."""
+    """E_q[z | x] (or one draw) of the guide's latent ``site`` (default: ``z``, or the
+    guide's first site), shape (N, z_dim)."""
+    guide = program(guide, "guide")
     x = x.to(device_of(guide))
     tr = poutine.trace(guide).get_trace(x, None if y is None else y.to(x.device))
-    node = tr.nodes[site]
+    node = tr.nodes[_latent_site(tr, site)]
     return node["fn"].mean if mean else node["value"]
 
 
 @torch.no_grad()
 def decode(model, z: torch.Tensor, y: torch.Tensor | None = None, *, site: str = "z",
-           mean: bool = True) -> torch.Tensor:
-    """The likelihood's mean (or a draw) of x for given latent values ``z`` (n, z_dim)."""
+           mean: bool = True, like: torch.Tensor | None = None,
+           data: str | None = None) -> torch.Tensor:
+    """The likelihood's mean (or a draw) of the data for given latent values ``z`` (n, d).
+
+    A model written for the lab runs as ``model(None, y)``; one that needs its data to run
+    is given ``like`` (a batch of the data's shape, values unused): it then runs on n copies
+    of its first row and the data site ``data`` (default: the one that observes them) is
+    read, not its value."""
+    model = program(model, "model")
     z = z.to(device_of(model))
+    conditioned = poutine.condition(model, data={site: z})
+    if like is not None:  # n data points, each with its code
+        rows = len(z) if y is None else len(y)
+        x = like[:1].to(z.device).expand(rows, *like.shape[1:])
+        tr = poutine.trace(conditioned).get_trace(x, None if y is None else y.to(z.device))
+        node = tr.nodes[data or data_site(tr, x)]
+        out = node["fn"].mean if mean else node["fn"].sample()
+        return out.reshape(len(z), -1)
     if y is not None:  # one code per label: the data plate has len(y) rows
-        conditioned = poutine.condition(model, data={site: z})
         tr = poutine.trace(conditioned).get_trace(None, y.to(z.device))
     else:  # the data plate has size 1, so the n codes go in a plate at dim -2
         conditioned = poutine.condition(model, data={site: z.unsqueeze(-2)})
         with pyro.plate("samples", len(z), dim=-2):
             tr = poutine.trace(conditioned).get_trace(None, None)
-    node = tr.nodes["x"]
+    node = tr.nodes[data or "x"]
     x = node["fn"].mean.expand(node["fn"].shape()) if mean else node["value"]
     return x.reshape(len(z), -1)
 
@@ -65,14 +89,17 @@ def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int,
 
 @torch.no_grad()
 def kl_per_dimension(guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                     site: str = "z") -> torch.Tensor:
+                     site: str | None = None) -> torch.Tensor:
     """Mean over x of KL(q(z_j | x) || N(0, 1)) for each dimension j, shape (z_dim,).
 
     Needs a guide whose site factorizes over dimensions with Normal marginals (diagonal
     Gaussian encoders); the dimensions a VAE uses are those with a large KL.
     """
+    guide = program(guide, "guide")
     x = x.to(device_of(guide))
-    fn = poutine.trace(guide).get_trace(x, y).nodes[site]["fn"]
+    tr = poutine.trace(guide).get_trace(x, y)
+    site = _latent_site(tr, site)
+    fn = tr.nodes[site]["fn"]
     base = fn.base_dist if isinstance(fn, Independent) else fn
     if not isinstance(base, Normal):
         raise ValueError(f"kl_per_dimension needs a diagonal Normal guide; site {site!r} is "

@@ -22,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 from inference.capture import Captured
-from inference.data import as_data, device_of
+from inference.data import as_data
+from inference.programs import device_of, owner, program
 from inference.traces import log_weights, particle_dim, sample_sites
 
 # Largest particle x point x feature tensor one chunk may create (elements); the decoder's
@@ -42,7 +43,8 @@ class ImportanceSummary:
     ``log_likelihood`` is log p̂(x); ``elbo`` the mean of log w over the K particles (a
     K-sample estimate of the ELBO); ``log_lik`` the mean of log p(x | z) (reconstruction);
     ``ess`` the effective sample size (Σw)² / Σw² of the normalized weights;
-    ``latent_means`` E_q[z | x] per latent site, (N, d); ``log_weights`` (K, N) if kept.
+    ``latent_means`` E_q[z | x] per continuous latent site, (N, d); ``log_weights`` (K, N)
+    if kept.
     """
 
     log_likelihood: torch.Tensor
@@ -64,7 +66,8 @@ def _chunk(model, guide, x, y, *, k: int, dim: int):
     log_w, log_lik, g = log_weights(model, guide, x, y, k, dim)
     n = len(x)  # one particle has no particle dim: every draw becomes (k, N, *event)
     return log_w, log_lik, {name: site["value"].reshape(k, n, *site["fn"].event_shape)
-                            for name, site in sample_sites(g)}
+                            for name, site in sample_sites(g)
+                            if not site["fn"].support.is_discrete}
 
 
 @torch.no_grad()
@@ -82,14 +85,16 @@ def _compiled_chunks(model, guide, calls: int, k: int, dim: int, fast) -> Captur
     """The chunk computation compiled for its most common shape, where that pays off."""
     if fast not in (False, "auto", "compile"):
         raise ValueError(f"fast must be False, 'auto' or 'compile', got {fast!r}")
-    if fast is False or (fast == "auto" and calls < EVAL_COMPILE_AFTER):
-        return None
-    per_model = _COMPILED.setdefault(model, {})
-    key = (id(guide), k, dim)
-    if key not in per_model or per_model[key][0]() is not guide:
+    model_owner, guide_owner = owner(model), owner(guide)
+    if fast is False or (fast == "auto" and calls < EVAL_COMPILE_AFTER) or None in (
+            model_owner, guide_owner):
+        return None  # functions have no module whose parameters a graph could take
+    per_model = _COMPILED.setdefault(model_owner, {})
+    key = (id(guide_owner), k, dim)
+    if key not in per_model or per_model[key][0]() is not guide_owner:
         captured = Captured(functools.partial(_chunk, k=k, dim=dim), model, guide,
                             compile=True, capture_after=1, grad=False)
-        per_model[key] = (weakref.ref(guide), captured)
+        per_model[key] = (weakref.ref(guide_owner), captured)
     return per_model[key][1]
 
 
@@ -154,8 +159,9 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     batches gives what one pass does (:mod:`inference.distributed`). The generator's state
     is restored afterwards.
     """
+    model, guide = program(model, "model"), program(guide, "guide")
     data = as_data(x if y is None else (x, y))
-    device = device_of(model)
+    device = device_of(model, guide)
     data = data.to(device)
     head_x, head_y = data.head(1)
     batch, chunk = default_sizes(len(data), head_x[0].numel(), num_samples, batch_size,

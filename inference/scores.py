@@ -26,9 +26,8 @@ ACTIVE_THRESHOLD = 0.01
 
 def active_units(latent_means: dict[str, torch.Tensor],
                  threshold: float = ACTIVE_THRESHOLD) -> dict[str, int]:
-    """Per latent site ``z*``: how many dimensions have Cov_x(E_q[z_j | x]) > threshold."""
-    return {name: int((m.var(0) > threshold).sum()) for name, m in latent_means.items()
-            if name.startswith("z")}
+    """Per continuous latent site: how many dimensions have Cov_x(E_q[z_j | x]) > threshold."""
+    return {name: int((m.var(0) > threshold).sum()) for name, m in latent_means.items()}
 
 
 def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int | None = None,
@@ -55,7 +54,7 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
         "reconstruction": s.log_lik.double().mean().item(),
         "kl": (s.log_lik.double() - s.elbo.double()).mean().item(),
         "active_units": active_units(s.latent_means),
-        "latent_dims": {k: v.shape[-1] for k, v in s.latent_means.items() if k.startswith("z")},
+        "latent_dims": {k: v.shape[-1] for k, v in s.latent_means.items()},
         "ess_median": s.ess.double().median().item(),
         "fast_path": s.fast_path,
     }

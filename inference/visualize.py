@@ -14,75 +14,98 @@ from inference import figures, latent
 from inference.checkpoint import atomic_write
 from inference.data import TensorData
 from inference.generate import reconstruct, sample
+from inference.programs import Sites, owner, probe_sites
 
 ARITHMETIC = (7, 1)  # mean(7) − mean(1) + a "1": the 1's style on a 7
 
 
 def _shape(model) -> tuple[int, int]:
-    shape = getattr(model, "image_shape", (1, 28, 28))
+    shape = getattr(owner(model), "image_shape", (1, 28, 28))
     return tuple(shape[-2:])
 
 
-def reconstructions(model, guide, data: TensorData, n: int = 10):
+def _sites(model, guide, data: TensorData, sites: Sites | None) -> Sites:
+    return sites or probe_sites(model, guide, *data.head(2))
+
+
+def _decode(model, z, data: TensorData, sites: Sites) -> torch.Tensor:
+    return latent.decode(model, z, site=sites.z, like=data.x[:1], data=sites.x)
+
+
+def reconstructions(model, guide, data: TensorData, n: int = 10, sites: Sites | None = None):
     x, y = data.head(n)
-    return figures.reconstruction_figure(x, reconstruct(model, guide, x, y), _shape(model))
+    site = _sites(model, guide, data, sites).x
+    return figures.reconstruction_figure(x, reconstruct(model, guide, x, y, site=site),
+                                         _shape(model))
 
 
-def samples(model, guide, data: TensorData, n: int = 64):
-    drawn = sample(model, n, mean=True)["x"]  # (n, D) pixel means
+def samples(model, guide, data: TensorData, n: int = 64, sites: Sites | None = None):
+    site = _sites(model, guide, data, sites).x
+    drawn = sample(model, n, mean=True, like=data.x[:1], site=site)[site]  # (n, D) means
     return figures.grid_figure(drawn, 8, "samples from the prior (pixel means)", _shape(model))
 
 
-def interpolation(model, guide, data: TensorData, steps: int = 10):
+def interpolation(model, guide, data: TensorData, steps: int = 10, sites: Sites | None = None):
+    sites = _sites(model, guide, data, sites)
     x, y = data.head(2)
-    z = latent.encode(guide, x, y)  # (2, z_dim)
-    rows = {m: latent.decode(model, latent.interpolate(z[0], z[1], steps, m))
+    z = latent.encode(guide, x, y, site=sites.z)  # (2, z_dim)
+    rows = {m: _decode(model, latent.interpolate(z[0], z[1], steps, m), data, sites)
             for m in ("linear", "slerp")}
     return figures.interpolation_figure(rows, _shape(model))
 
 
-def arithmetic(model, guide, data: TensorData, classes: Sequence[int] = ARITHMETIC):
+def arithmetic(model, guide, data: TensorData, classes: Sequence[int] = ARITHMETIC,
+               sites: Sites | None = None):
     if data.y is None:
         raise ValueError("latent arithmetic needs labelled data (mean encoding per class)")
+    sites = _sites(model, guide, data, sites)
     a, b = classes
-    z = latent.encode(guide, data.x, data.y)
+    z = latent.encode(guide, data.x, data.y, site=sites.z)
     c = int((data.y == b).nonzero()[0])  # an example of class b
     codes = torch.stack([z[data.y == a].mean(0), z[data.y == b].mean(0), z[c],
                          z[data.y == a].mean(0) - z[data.y == b].mean(0) + z[c]])
-    images = latent.decode(model, codes)
+    images = _decode(model, codes, data, sites)
     images[2] = data.x[c]  # x itself, not its reconstruction
     labels = [f"mean of {a}s", f"mean of {b}s", f"x (a {b})", f"{a} − {b} + x"]
     return figures.arithmetic_figure(images, labels, _shape(model))
 
 
 def traversals(model, guide, data: TensorData, dims: int = 8, span: float = 3.0,
-               steps: int = 9):
-    kl = latent.kl_per_dimension(guide, *data.head(1000))
+               steps: int = 9, sites: Sites | None = None):
+    sites = _sites(model, guide, data, sites)
+    kl = latent.kl_per_dimension(guide, *data.head(1000), site=sites.z)
     top = kl.argsort(descending=True)[:dims].tolist()
     values = torch.linspace(-span, span, steps)
-    z0 = latent.encode(guide, *data.head(1))[0]
-    images = latent.decode(model, latent.traversal_grid(z0, top, values.to(z0)))
+    z0 = latent.encode(guide, *data.head(1), site=sites.z)[0]
+    images = _decode(model, latent.traversal_grid(z0, top, values.to(z0)), data, sites)
     return figures.traversal_figure(images, top, kl[top].tolist(), values, _shape(model))
 
 
-def manifold(model, guide, data: TensorData, n: int = 20):
-    z_dim = getattr(model, "z_dim", None)
+def manifold(model, guide, data: TensorData, n: int = 20, sites: Sites | None = None):
+    z_dim = getattr(owner(model), "z_dim", None)  # the model's own word, else the guide's
+    if z_dim is None:
+        sites = _sites(model, guide, data, sites)
+        z_dim = latent.encode(guide, *data.head(1), site=sites.z).shape[-1]
     if z_dim != 2:
         raise ValueError(f"the manifold figure needs a model with z_dim 2 (this one has "
                          f"{z_dim}); train one with --z-dim 2")
-    images = latent.decode(model, latent.normal_quantile_grid(n))
+    sites = _sites(model, guide, data, sites)
+    images = _decode(model, latent.normal_quantile_grid(n), data, sites)
     return figures.manifold_figure(images, n, _shape(model))
 
 
-def latents(model, guide, data: TensorData, n: int = 2000, method: str = "pca"):
+def latents(model, guide, data: TensorData, n: int = 2000, method: str = "pca",
+            sites: Sites | None = None):
+    sites = _sites(model, guide, data, sites)
     x, y = data.head(n)
-    z = latent.encode(guide, x, y).cpu()
+    z = latent.encode(guide, x, y, site=sites.z).cpu()
     points = latent.project_2d(z, method)
     name = "E_q[z | x]" if z.shape[-1] == 2 else f"E_q[z | x] ({z.shape[-1]}-D), {method.upper()}"
     return figures.latent_scatter_figure(points, y, f"{name} of {len(x)} test points")
 
 
-def curves(model, guide, data: TensorData, records: Sequence[dict] = ()):
+def curves(model, guide, data: TensorData, records: Sequence[dict] = (),
+           sites: Sites | None = None):
     if not records:
         raise ValueError("training curves need the run's history (metrics.json)")
     return figures.curves_figure(records)
@@ -97,15 +120,19 @@ FIGURES: dict[str, Callable] = {
 
 @torch.no_grad()
 def save_figures(model, guide, data: TensorData, folder: str | Path, names: Sequence[str],
-                 records: Sequence[dict] = (), seed: int = 0) -> dict[str, Path | str]:
-    """Render each named figure to ``folder/<name>.png``; returns path or reason skipped."""
+                 records: Sequence[dict] = (), seed: int = 0,
+                 sites: Sites | None = None) -> dict[str, Path | str]:
+    """Render each named figure to ``folder/<name>.png``; returns path or reason skipped.
+    ``model`` and ``guide``: any pair (:mod:`inference.programs`); its sites are read from
+    a trace unless given."""
     unknown = set(names) - set(FIGURES)
     if unknown:
         raise ValueError(f"unknown figure {sorted(unknown)}; choose from {', '.join(FIGURES)}")
+    sites = _sites(model, guide, data, sites)
     done: dict[str, Path | str] = {}
     for name in names:
         pyro.set_rng_seed(seed)
-        kwargs = {"records": records} if name == "curves" else {}
+        kwargs = {"records": records, "sites": sites} if name == "curves" else {"sites": sites}
         try:
             fig = FIGURES[name](model, guide, data, **kwargs)
         except ValueError as e:  # a figure that does not apply to this pair or data
