@@ -22,10 +22,6 @@ from typing import Any
 import pyro
 import torch
 
-# PyroModule parameters live in their module, not in Pyro's global parameter store, so that
-# two pairs with the same attribute names (two ``decoder.0.weight``) can live in one process.
-pyro.settings.set(module_local_params=True)
-
 
 class Registry(Mapping[str, type]):
     """Name -> class mapping filled by a decorator in the file that defines the class.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pyro
 import torch
-from pyro.distributions import constraints
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroModule
 
 from models import data_plate, register_model
 from models.distributions import DiagNormal
@@ -43,9 +42,15 @@ class GaussianMLP(PyroModule):
             raise ValueError(f"need init_scale > min_scale > 0, got {init_scale}, {min_scale}")
         self.x_dim, self.z_dim, self.mean = x_dim, z_dim, mean
         self.decoder = mlp([z_dim, *hidden, x_dim], activation)
-        self.scale = PyroParam(torch.full((x_dim,), float(init_scale)),
-                               constraint=constraints.greater_than(min_scale))
+        self.min_scale = min_scale
+        self.scale_raw = torch.nn.Parameter(
+            torch.full((x_dim,), float(init_scale) - min_scale).log())  # scale - min, logged
         self.prior = StandardNormal(z_dim)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """σ = min_scale + exp(scale_raw) (Pyro's transform to ``greater_than(min_scale)``)."""
+        return self.scale_raw.exp() + self.min_scale
 
     def forward(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None):
         with data_plate(x, y):

@@ -6,12 +6,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroModule
 from torch import nn
 
 from models import data_plate, register_model
 from models.distributions import DiagNormal
-from models.nets import StandardNormal
+from models.nets import Constrained, StandardNormal
 
 
 @register_model("linear_gaussian")
@@ -36,13 +36,15 @@ class LinearGaussian(PyroModule):
     ========  ===========  =====================
     """
 
+    noise = Constrained(constraints.positive)  # σ, held as noise_raw = log σ
+
     def __init__(self, x_dim: int = 784, z_dim: int = 50, init_noise: float = 1.0,
                  init_weight_scale: float = 0.1):
         super().__init__()
         self.x_dim, self.z_dim = x_dim, z_dim
         self.weight = nn.Parameter(torch.randn(x_dim, z_dim) * init_weight_scale)  # W: (D, d)
         self.bias = nn.Parameter(torch.zeros(x_dim))
-        self.noise = PyroParam(torch.tensor(float(init_noise)), constraint=constraints.positive)
+        self.noise = torch.tensor(float(init_noise))
         self.prior = StandardNormal(z_dim)
 
     def forward(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None):

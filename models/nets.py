@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.distributions import constraints, transform_to
 from torch.nn import functional as F
 
 from models.distributions import DiagNormal
@@ -157,3 +158,42 @@ def cat_broadcast(*tensors: torch.Tensor) -> torch.Tensor:
 def one_hot(y: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tensor:
     """Labels (...) as float one-hot vectors (..., num_classes) of ``like``'s dtype."""
     return F.one_hot(y.long(), num_classes).to(like.dtype)
+
+
+class Constrained:
+    """A module attribute with a constraint, held as an ordinary unconstrained parameter
+    ``<name>_raw`` (Pyro's ``transform_to``, as ``PyroParam`` does).
+
+    Reading it gives the constrained value; assigning a constrained value sets the raw
+    parameter (in place once it exists). Unlike ``PyroParam`` under Pyro's default settings,
+    it is never exchanged with Pyro's global parameter store by name, so two modules with the
+    same attribute names stay independent; Pyro's ``SVI`` and a torch optimizer both train it.
+
+    >>> class Scale(nn.Module):
+    ...     scale = Constrained(constraints.positive)
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.scale = torch.tensor([1.0, 2.0])
+    >>> m = Scale()
+    >>> [n for n, _ in m.named_parameters()], m.scale.detach()
+    (['scale_raw'], tensor([1., 2.]))
+    """
+
+    def __init__(self, constraint: constraints.Constraint):
+        self.constraint = constraint
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.raw = f"{name}_raw"
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        return transform_to(self.constraint)(getattr(obj, self.raw))
+
+    def __set__(self, obj: nn.Module, value) -> None:
+        raw = transform_to(self.constraint).inv(torch.as_tensor(value)).detach()
+        if self.raw in obj._parameters:
+            with torch.no_grad():
+                obj._parameters[self.raw].copy_(raw)
+        else:
+            obj.register_parameter(self.raw, nn.Parameter(raw.clone()))

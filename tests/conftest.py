@@ -18,6 +18,7 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _seed_and_validate():
+    pyro.clear_param_store()  # as in Pyro's own tests: no parameter outlives its test
     pyro.set_rng_seed(0)
     with pyro.validation_enabled(True):
         yield
