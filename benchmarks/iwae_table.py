@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 from inference.checkpoint import load_json
-from inference.runs import RunConfig, evaluate_run, train_run
+from inference.config import RunConfig
+from inference.run_outputs import evaluate_run
+from inference.runs import train_run
 
 # Table 1 of the paper, test NLL in nats: (layers, objective) -> {k: NLL}.
 PAPER = {("one", "vae"): {1: 86.76, 5: 86.47, 50: 86.35},

@@ -12,15 +12,10 @@ from guides import GUIDES
 from inference import distributed
 from inference.check import DataError, PairError
 from inference.checkpoint import CheckpointError
+from inference.config import LOSSES, RunConfig
 from inference.datasets import BINARIZE, DATASETS, ENV_VAR
-from inference.run_outputs import plot_run, sample_run
-from inference.runs import (
-    LOSSES,
-    TRAIN_FIGURES,
-    RunConfig,
-    evaluate_run,
-    train_run,
-)
+from inference.run_outputs import evaluate_run, plot_run, sample_run
+from inference.runs import TRAIN_FIGURES, train_run
 from inference.train import TrainingDiverged
 from inference.visualize import FIGURES
 from models import MODELS

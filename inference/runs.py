@@ -1,8 +1,8 @@
 """A training run as a folder: its configuration, checkpoint and metrics.
 
-``out/config.json`` holds the :class:`RunConfig`, the resolved model and guide configs and
-the data that was used; ``out/checkpoint.pt`` the state after the last finished epoch;
-``out/metrics.json`` the per-epoch history and the final scores.
+``out/config.json`` holds the :class:`~inference.config.RunConfig`, the resolved model and
+guide configs and the data that was used; ``out/checkpoint.pt`` the state after the last
+finished epoch; ``out/metrics.json`` the per-epoch history and the final scores.
 """
 
 from __future__ import annotations
@@ -11,105 +11,25 @@ import dataclasses
 import inspect
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from guides import GUIDES, make_guide
-from inference.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_json,
-    save_checkpoint,
-    save_json,
-)
+from inference.checkpoint import CheckpointError, load_checkpoint, load_json, save_json
+from inference.config import RESUMABLE, SCHEDULES, RunConfig, make_loss, training_beta
 from inference.data import TensorData
 from inference.datasets import load_dataset
 from inference.distributed import Replicas, rank
-from inference.handlers import parse_anneal
-from inference.objectives import IWAE, STL, DReG, LogWeightObjective
-from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, accuracy
-from inference.train import epoch_summary, fit, iwae_schedule, resolve_device
+from inference.semisupervised import SemiSupervisedData, accuracy
+from inference.train import epoch_summary, fit, resolve_device
 from inference.visualize import save_figures
 from models import MODELS, make_model
 
-LOSSES: dict[str, type[ELBO]] = {
-    "trace": Trace_ELBO,  # one Monte Carlo sample of log p(x, z) - log q(z | x)
-    "meanfield": TraceMeanField_ELBO,  # closed-form KL(q || p) where Pyro knows it
-    "tracegraph": TraceGraph_ELBO,  # Rao-Blackwellized score-function terms
-    "iwae": IWAE,  # importance-weighted bound with K = num_particles (Burda et al. 2016)
-    "dreg": DReG,  # the same bound, doubly reparameterized guide gradient (Tucker et al. 2018)
-    "stl": STL,  # the same bound, "sticking the landing" guide gradient (Roeder et al. 2017)
-    "m2": SemiSupervisedELBO,  # TraceEnum_ELBO + α·classification (Kingma et al. 2014)
-}
-SCHEDULES = {"constant": None, "iwae": iwae_schedule}
 # Figures vae-train writes into out/figures at the end of every run.
 TRAIN_FIGURES = ("reconstructions", "samples", "curves")
-# RunConfig fields a resumed run may change; the others must match the saved run.
-RESUMABLE = ("epochs", "device")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a training run; saved as JSON beside its checkpoint."""
-
-    model: str = "bernoulli_mlp"
-    guide: str = "gaussian_mlp"
-    z_dim: int | None = None  # None: the class's default
-    hidden: tuple[int, ...] | None = None
-    activation: str | None = None
-    model_config: dict[str, Any] = field(default_factory=dict)
-    guide_config: dict[str, Any] = field(default_factory=dict)
-    dataset: str = "embedded"
-    binarize: str = "dynamic"
-    loss: str = "trace"
-    num_particles: int = 1
-    fast: str = "auto"  # auto, compile or off (see FastPath)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    adam_eps: float = 1e-8
-    schedule: str = "constant"  # constant, or iwae: Burda et al.'s 3**i epochs at 10**(-i/7)
-    beta: float = 1.0  # weight of the latent sites' log-densities in training (β-VAE)
-    anneal: str = "none"  # none, linear:EPOCHS or cyclical:PERIOD[:RATIO], rising to beta
-    labels: int | None = None  # semi-supervised: keep this many labels, hide the others
-    alpha: float = 46.0  # loss m2: weight of the classification term
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self):
-        for kind, name, names in (("model", self.model, MODELS), ("guide", self.guide, GUIDES),
-                                  ("loss", self.loss, LOSSES),
-                                  ("fast", self.fast, ("auto", "compile", "off")),
-                                  ("schedule", self.schedule, SCHEDULES)):
-            if name not in names:
-                raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
-        parse_anneal(self.anneal, self.beta)  # a bad spelling fails before any work
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: tuple(v) if k == "hidden" and v is not None else v
-             for k, v in d.items() if k in known}
-        return cls(**d)
-
-
-def make_loss(config: RunConfig) -> ELBO:
-    cls = LOSSES[config.loss]
-    if cls is SemiSupervisedELBO:
-        return cls(alpha=config.alpha, num_particles=config.num_particles)
-    if issubclass(cls, LogWeightObjective):
-        return cls(num_particles=config.num_particles, max_plate_nesting=1)
-    return cls(num_particles=config.num_particles, vectorize_particles=config.num_particles > 1,
-               max_plate_nesting=1)
 
 
 def _module_config(cls: type, config: RunConfig, extra: dict, data: TensorData) -> dict:
@@ -150,12 +70,6 @@ def load_data(config: RunConfig, data_dir=None, download: bool = True):
             raise ValueError(f"--labels needs a labelled dataset; {config.dataset} has none")
         train = SemiSupervisedData.split(train, config.labels, seed=config.seed)
     return train, test
-
-
-def training_beta(config: RunConfig):
-    """The β ``fit`` trains with: None (plain ELBO), a number, or an annealing schedule."""
-    schedule = parse_anneal(config.anneal, end=config.beta)
-    return schedule or (None if config.beta == 1.0 else config.beta)
 
 
 def describe_data(train: TensorData, test: TensorData) -> str:
@@ -254,40 +168,3 @@ def load_run(out: str | Path, device: str | torch.device | None = "cpu"):
         raise CheckpointError(f"{out} does not hold a loadable run: {e}") from e
     device = resolve_device(device)
     return model.to(device).eval(), guide.to(device).eval(), saved
-
-
-def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 5000,
-                 limit: int | None = None, chunk_size: int | None = None,
-                 batch_size: int | None = None, seed: int = 0, device: str = "auto",
-                 data_dir=None, download: bool = True, progress: bool = True,
-                 fast: bool | str = "auto", log=print) -> dict[str, Any]:
-    """Score a run folder's pair on a split of its dataset.
-
-    Writes ``<stem>.json`` (the summary) and ``<stem>-points.pt`` (per-point NLL, its error
-    and k̂), with ``stem = eval-<split>-K<K>`` plus ``-first<limit>`` and ``-seed<seed>``
-    when set, so evaluations with other settings never overwrite each other.
-    """
-    from inference.scores import format_scores, score
-
-    out = Path(out)
-    model, guide, saved = load_run(out, device)
-    run = RunConfig.from_json(saved["run"])
-    data = load_dataset(run.dataset, split, binarize=run.binarize, data_dir=data_dir,
-                        download=download, seed=run.seed)
-    data = data if limit is None else data.take(limit)
-    log(f"run {out}: {run.model} + {run.guide}, {saved['epoch']} epochs; "
-        f"{data.info['name']} {split} ({data.info['binarize']})")
-    pyro.set_rng_seed(seed)
-    start = time.perf_counter()
-    summary, points = score(model, guide, data, num_samples=num_samples, chunk_size=chunk_size,
-                            batch_size=batch_size, progress=progress, fast=fast)
-    summary.update({"run": str(out), "split": split, "seed": seed, "data": data.info,
-                    "seconds": time.perf_counter() - start,
-                    "device": str(next(model.parameters()).device)})
-    log(format_scores(summary))
-    stem = f"eval-{split}-K{num_samples}" + (f"-first{limit}" if limit else "") + (
-        f"-seed{seed}" if seed else "")
-    save_json(out / f"{stem}.json", summary)
-    save_checkpoint(out / f"{stem}-points.pt", points)
-    log(f"wrote {out / stem}.json and {stem}-points.pt")
-    return summary
