@@ -6,12 +6,13 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroModule
 from torch import nn
 
 from guides import register_guide
 from models import data_plate
 from models.distributions import DiagNormal
+from models.nets import Constrained
 
 
 @register_guide("linear_gaussian")
@@ -33,6 +34,9 @@ class LinearGaussianGuide(PyroModule):
     ========  ===========  =====================
     """
 
+    scale_tril = Constrained(constraints.lower_cholesky)  # L, with covariance="full"
+    scale = Constrained(constraints.positive)  # s, with covariance="diagonal"
+
     def __init__(self, x_dim: int = 784, z_dim: int = 50, covariance: str = "full"):
         super().__init__()
         if covariance not in ("full", "diagonal"):
@@ -41,9 +45,9 @@ class LinearGaussianGuide(PyroModule):
         self.weight = nn.Parameter(torch.zeros(z_dim, x_dim))  # A: (d, D)
         self.bias = nn.Parameter(torch.zeros(z_dim))
         if covariance == "full":
-            self.scale_tril = PyroParam(torch.eye(z_dim), constraint=constraints.lower_cholesky)
+            self.scale_tril = torch.eye(z_dim)
         else:
-            self.scale = PyroParam(torch.ones(z_dim), constraint=constraints.positive)
+            self.scale = torch.ones(z_dim)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         with data_plate(x, y):
