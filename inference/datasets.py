@@ -150,36 +150,78 @@ def _amat_file(split: str, root: Path, download: bool) -> Path:
     return path
 
 
+# Training images held out for validation by default: the last 10,000 of MNIST's and
+# Fashion-MNIST's 60,000 (the split of Larochelle's binarized MNIST), the last 1,000 of the
+# embedded 10,000. binarized-mnist has its own valid file.
+DEFAULT_VALID = {"embedded": 1000, "mnist": 10000, "fashion-mnist": 10000}
+
+
+def _rows(name: str, split: str, valid: int, n: int) -> slice:
+    """Which rows of the training file ``split`` takes when ``valid`` are held out."""
+    if split == "test":
+        return slice(None)
+    if valid >= n:
+        raise ValueError(f"cannot hold out {valid} of the {n} training images of {name} for "
+                         f"validation; choose fewer (--valid)")
+    return slice(n - valid, n) if split == "valid" else slice(0, n - valid)
+
+
 def load_dataset(name: str = "embedded", split: str = "train", *, binarize: str = "dynamic",
                  data_dir: str | os.PathLike | None = None, download: bool = True,
-                 seed: int = 0) -> TensorData:
+                 seed: int = 0, valid: int = 0) -> TensorData:
     """Load one split as flat (N, 784) pixels in [0, 1] with labels where the set has them.
 
-    ``binarize``: ``"dynamic"`` draws fresh Bernoulli pixels in every training minibatch
-    (a test or validation split gets one fixed draw, seeded by ``seed``, so that scores are
-    comparable across epochs); ``"static"`` one fixed draw; ``"none"`` grey levels / 255.
-    ``binarized-mnist`` (Larochelle & Murray 2011) is binary already and ignores it.
+    ``split``: ``train``, ``valid`` or ``test``. ``binarized-mnist`` (Larochelle & Murray
+    2011) has a file for each. For the others ``valid`` is the last ``valid`` images of the
+    training file, and ``train`` the images before them (all of them with ``valid=0``);
+    :data:`DEFAULT_VALID` holds the lab's defaults. ``binarize``: ``"dynamic"`` draws fresh
+    Bernoulli pixels in every training minibatch (a test or validation split gets one fixed
+    draw, seeded by ``seed``, so that scores are comparable across epochs); ``"static"`` one
+    fixed draw; ``"none"`` grey levels / 255. ``binarized-mnist`` is binary already.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {', '.join(BINARIZE)}, got {binarize!r}")
-    splits = ("train", "valid", "test") if name == "binarized-mnist" else ("train", "test")
-    if split not in splits:
-        raise ValueError(f"{name} has splits {', '.join(splits)}, not {split!r}")
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"{name} has splits train, valid and test, not {split!r}")
+    if split == "valid" and not valid and name != "binarized-mnist":
+        raise ValueError(f"{name} has no validation file: hold out training images with "
+                         f"valid=N (--valid N)")
     root = resolve_data_dir(data_dir)
     if name == "binarized-mnist":
         files = [_amat_file(split, root, download)]
         x, y, binarize = read_amat(files[0]), None, "static (Larochelle & Murray 2011)"
+        rows = "its own file"
     else:
-        files = _idx_files(name, split, root, download)
+        files = _idx_files(name, "test" if split == "test" else "train", root, download)
         images, labels = (read_idx(p) for p in files)
-        x, y = images.reshape(len(images), -1).float() / 255, labels.long()
+        take = _rows(name, split, valid, len(images))
+        x, y = images.reshape(len(images), -1)[take].float() / 255, labels[take].long()
         if binarize == "static" or (binarize == "dynamic" and split != "train"):
             x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
             binarize = f"static (one Bernoulli draw, seed {seed})"
+        rows = ("all" if split == "test" or not valid else
+                f"{'last' if split == 'valid' else 'first'} {len(x)} of the training file")
     info = {"name": name, "split": split, "n": len(x), "shape": list(x.shape[1:]),
-            "binarize": binarize, "folder": str(files[0].parent),
+            "binarize": binarize, "rows": rows, "folder": str(files[0].parent),
             "sha256": {p.name: _sha256(p)[:16] for p in files}}
     return TensorData(x, y, binarize="dynamic" if binarize == "dynamic" else "none",
                       image_shape=IMAGE_SHAPE, info=info)
+
+
+def load_splits(name: str = "embedded", *, valid: int | None = None, **kwargs):
+    """``(train, valid, test)`` of a dataset, the validation images held out as ``vae-train``
+    holds them out: ``valid`` training images (default :data:`DEFAULT_VALID`), or the valid
+    file of binarized-mnist. ``valid=0`` gives no validation split (None). ``kwargs``: those
+    of :func:`load_dataset`."""
+    if name == "binarized-mnist":
+        if valid:
+            raise ValueError("binarized-mnist has its own validation file; leave valid unset "
+                             "(or 0 for none)")
+        splits = [load_dataset(name, s, **kwargs) for s in ("train", "valid", "test")]
+        return splits[0], None if valid == 0 else splits[1], splits[2]
+    n = DEFAULT_VALID.get(name, 0) if valid is None else valid
+    return (load_dataset(name, "train", valid=n, **kwargs),
+            load_dataset(name, "valid", valid=n, **kwargs) if n else None,
+            load_dataset(name, "test", **kwargs))
