@@ -14,10 +14,18 @@ from typing import Any
 from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from guides import GUIDES
+from inference.datasets import BINARIZE, DATASETS
 from inference.handlers import parse_anneal
 from inference.objectives import IWAE, STL, DReG, LogWeightObjective
 from inference.semisupervised import SemiSupervisedELBO
 from inference.train import iwae_schedule
+from inference.validate import (
+    non_negative_float,
+    non_negative_int,
+    optional,
+    positive_float,
+    positive_int,
+)
 from models import MODELS
 
 LOSSES: dict[str, type[ELBO]] = {
@@ -31,7 +39,7 @@ LOSSES: dict[str, type[ELBO]] = {
 }
 SCHEDULES = {"constant": None, "iwae": iwae_schedule}
 # RunConfig fields a resumed run may change; the others must match the saved run.
-RESUMABLE = ("epochs", "device")
+RESUMABLE = ("epochs", "device", "patience")
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class RunConfig:
     guide_config: dict[str, Any] = field(default_factory=dict)
     dataset: str = "embedded"
     binarize: str = "dynamic"
+    valid: int | None = None  # training images held out for validation (None: DEFAULT_VALID)
+    train_limit: int | None = None  # train on a random subset of this many images (debugging)
     loss: str = "trace"
     num_particles: int = 1
     fast: str = "auto"  # auto, compile or off (see FastPath)
@@ -54,6 +64,8 @@ class RunConfig:
     batch_size: int = 128
     lr: float = 1e-3
     adam_eps: float = 1e-8
+    clip_norm: float | None = None  # clip the gradient's norm to this
+    patience: int | None = None  # stop after this many epochs without a better valid ELBO
     schedule: str = "constant"  # constant, or iwae: Burda et al.'s 3**i epochs at 10**(-i/7)
     beta: float = 1.0  # weight of the latent sites' log-densities in training (β-VAE)
     anneal: str = "none"  # none, linear:EPOCHS or cyclical:PERIOD[:RATIO], rising to beta
@@ -66,9 +78,33 @@ class RunConfig:
         for kind, name, names in (("model", self.model, MODELS), ("guide", self.guide, GUIDES),
                                   ("loss", self.loss, LOSSES),
                                   ("fast", self.fast, ("auto", "compile", "off")),
-                                  ("schedule", self.schedule, SCHEDULES)):
-            if name not in names:
+                                  ("schedule", self.schedule, SCHEDULES),
+                                  ("dataset", self.dataset, DATASETS),
+                                  ("binarize", self.binarize, BINARIZE)):
+            if not isinstance(name, str) or name not in names:
                 raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
+        for name in ("activation", "anneal", "device"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a string, got {value!r}")
+        for name in ("num_particles", "epochs", "batch_size"):
+            positive_int(name, getattr(self, name))
+        non_negative_int("seed", self.seed)
+        optional(positive_int, "z_dim", self.z_dim)
+        optional(positive_int, "labels", self.labels)
+        optional(non_negative_int, "valid", self.valid)
+        optional(positive_int, "train_limit", self.train_limit)
+        optional(positive_int, "patience", self.patience)
+        optional(positive_float, "clip_norm", self.clip_norm)
+        for width in self.hidden or ():
+            positive_int("each hidden width", width)
+        positive_float("lr", self.lr)
+        positive_float("adam_eps", self.adam_eps)
+        non_negative_float("beta", self.beta)
+        non_negative_float("alpha", self.alpha)
+        for name in ("model_config", "guide_config"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
         parse_anneal(self.anneal, self.beta)  # a bad spelling fails before any work
 
     def to_json(self) -> dict[str, Any]:
@@ -77,7 +113,13 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunConfig:
+        """A config from its JSON form; anything that does not fit raises ``ValueError``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run's configuration is a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
+        hidden = d.get("hidden")
+        if hidden is not None and not isinstance(hidden, (list, tuple)):
+            raise ValueError(f"hidden must be a list of widths, got {hidden!r}")
         d = {k: tuple(v) if k == "hidden" and v is not None else v
              for k, v in d.items() if k in known}
         return cls(**d)
@@ -99,3 +141,40 @@ def training_beta(config: RunConfig):
     return schedule or (None if config.beta == 1.0 else config.beta)
 
 
+
+
+def read_config_file(path) -> dict[str, Any]:
+    """A run's settings from a JSON or TOML file: RunConfig's fields, at the top level or
+    under ``run`` (so a saved ``config.json`` replays its run). Unknown names are refused."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read config file {path}: {getattr(e, 'strerror', e) or e}") \
+            from None
+    try:
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            values = tomllib.loads(text)
+        else:
+            import json
+
+            values = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: "
+                         f"{str(e).splitlines()[0]}") from None
+    if isinstance(values, dict) and isinstance(values.get("run"), dict):
+        values = values["run"]
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a table of settings")
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"config file {path}: unknown setting {unknown[0]!r}; the settings are "
+                         f"{', '.join(sorted(known))}")
+    return values

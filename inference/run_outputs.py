@@ -1,4 +1,5 @@
-"""What a finished run folder gives: scores (``vae-eval``), figures and new samples as PNG."""
+"""What a finished run folder gives: scores (``vae-eval``), figures (``vae-plot``), new
+samples (``vae-sample``) and encodings (``vae-encode``)."""
 
 from __future__ import annotations
 
@@ -7,39 +8,68 @@ from pathlib import Path
 from typing import Any
 
 import pyro
+import torch
 
-from inference.checkpoint import save_checkpoint, save_json
+from inference.checkpoint import CheckpointError, atomic_write, save_checkpoint, save_json
 from inference.config import RunConfig
-from inference.datasets import load_dataset
-from inference.runs import _log_figures, load_run
+from inference.data import TensorData
+from inference.datasets import DEFAULT_VALID, load_dataset
+from inference.run_folder import load_run
+from inference.runs import _log_figures
+from inference.validate import optional, positive_float, positive_int
 from inference.visualize import save_figures, save_png
 
 
+def run_config(out: Path, saved: dict) -> RunConfig:
+    """The run's configuration, or one line saying why the folder has none."""
+    if "run" not in saved:
+        raise CheckpointError(f"{out} was not written by vae-train: it does not say which "
+                              f"dataset it was trained on; score it from Python (score, "
+                              f"iw_log_likelihood) or write it with save_run(..., config=...)")
+    try:
+        return RunConfig.from_json(saved["run"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"the configuration saved in {out} is damaged ({e})") from None
+
+
+def run_split(run: RunConfig, split: str, data_dir=None, download: bool = True) -> TensorData:
+    """A split of the run's dataset, binarized and held out as the run's were."""
+    valid = DEFAULT_VALID.get(run.dataset, 0) if run.valid is None else run.valid
+    kw = {} if run.dataset == "binarized-mnist" else {"valid": valid}
+    return load_dataset(run.dataset, split, binarize=run.binarize, data_dir=data_dir,
+                        download=download, seed=run.seed, **kw)
+
+
 def plot_run(out: str | Path, names, *, folder: str | Path | None = None, seed: int = 0,
-             device: str = "auto", data_dir=None, download: bool = True, log=print) -> dict:
+             device: str = "auto", data_dir=None, download: bool = True, label=None,
+             checkpoint: str = "best", log=print) -> dict:
     """Write the named figures of a run folder (default into ``out/figures``)."""
     out = Path(out)
-    model, guide, saved = load_run(out, device)
-    run = RunConfig.from_json(saved["run"])
-    test = load_dataset(run.dataset, "test", binarize=run.binarize, data_dir=data_dir,
-                        download=download, seed=run.seed)
+    model, guide, saved = load_run(out, device, checkpoint=checkpoint)
+    test = run_split(run_config(out, saved), "test", data_dir, download)
     done = save_figures(model, guide, test, Path(folder or out / "figures"), names,
-                        records=saved["history"], seed=seed)
+                        records=saved["history"], seed=seed, label=label)
     _log_figures(done, log)
     return done
 
 
 def sample_run(run: str | Path, *, n: int = 64, label: int | None = None,
-               out: str | Path | None = None, seed: int = 0, device: str = "auto") -> Path:
+               out: str | Path | None = None, seed: int = 0, device: str = "auto",
+               temperature: float = 1.0, checkpoint: str = "best") -> Path:
     """Write a grid of ``n`` new images of a run folder (of class ``label`` if given) as a
-    PNG, by default ``<run>/figures/samples[-label<L>].png``; returns its path."""
+    PNG, by default ``<run>/figures/samples[-label<L>].png``; returns its path.
+    ``temperature`` scales the prior's standard deviation (below 1: more typical, less
+    varied samples)."""
     from inference.figures import grid_figure
     from inference.generate import class_samples, sample
+    from inference.handlers import temperature as tempered
 
+    positive_int("n", n)
+    positive_float("temperature", temperature)
     run = Path(run)
     out_file = Path(out or run / "figures" / (
         "samples.png" if label is None else f"samples-label{label}.png"))
-    model, _, _ = load_run(run, device)
+    model, _, _ = load_run(run, device, checkpoint=checkpoint)
     if label is not None:
         classes = getattr(model, "num_classes", None)
         if classes is None:
@@ -48,45 +78,85 @@ def sample_run(run: str | Path, *, n: int = 64, label: int | None = None,
         if not 0 <= label < classes:
             raise ValueError(f"--label must be in 0..{classes - 1}, got {label}")
     pyro.set_rng_seed(seed)
+    model = tempered(model, temperature)
     images = (sample(model, n, mean=True, sites=("x",))["x"] if label is None
               else class_samples(model, label, n))
     title = "samples" if label is None else f"samples of class {label}"
+    title += "" if temperature == 1 else f", temperature {temperature:g}"
     return save_png(grid_figure(images.cpu(), rows=max(1, round(n ** 0.5)), title=title),
                     out_file)
+
+
+def eval_stem(split: str, num_samples: int, limit: int | None, seed: int,
+              checkpoint: str) -> str:
+    return (f"eval-{split}-K{num_samples}" + (f"-random{limit}" if limit else "")
+            + (f"-seed{seed}" if seed else "") + ("-last" if checkpoint == "last" else ""))
 
 
 def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 5000,
                  limit: int | None = None, chunk_size: int | None = None,
                  batch_size: int | None = None, seed: int = 0, device: str = "auto",
                  data_dir=None, download: bool = True, progress: bool = True,
-                 fast: bool | str = "auto", log=print) -> dict[str, Any]:
+                 fast: bool | str = "auto", checkpoint: str = "best",
+                 log=print) -> dict[str, Any]:
     """Score a run folder's pair on a split of its dataset.
 
-    Writes ``<stem>.json`` (the summary) and ``<stem>-points.pt`` (per-point NLL, its error
-    and k̂), with ``stem = eval-<split>-K<K>`` plus ``-first<limit>`` and ``-seed<seed>``
-    when set, so evaluations with other settings never overwrite each other.
+    ``checkpoint="best"`` scores ``best.pt`` where the run has one (the epoch chosen on
+    validation), ``"last"`` the last epoch. ``limit`` scores a random subset of that many
+    points, stratified by label and seeded by the run's seed (a data file can be ordered by
+    class: its first points are no sample of it). Writes ``<stem>.json`` (the summary) and
+    ``<stem>-points.pt`` (per-point NLL, its error and k̂, and the rows scored), with
+    ``stem = eval-<split>-K<K>`` plus ``-random<limit>``, ``-seed<seed>`` and ``-last`` when
+    set, so evaluations with other settings never overwrite each other.
     """
     from inference.scores import format_scores, score
 
+    optional(positive_int, "limit", limit)
     out = Path(out)
-    model, guide, saved = load_run(out, device)
-    run = RunConfig.from_json(saved["run"])
-    data = load_dataset(run.dataset, split, binarize=run.binarize, data_dir=data_dir,
-                        download=download, seed=run.seed)
-    data = data if limit is None else data.take(limit)
-    log(f"run {out}: {run.model} + {run.guide}, {saved['epoch']} epochs; "
-        f"{data.info['name']} {split} ({data.info['binarize']})")
+    model, guide, saved = load_run(out, device, checkpoint=checkpoint)
+    run = run_config(out, saved)
+    data = run_split(run, split, data_dir, download)
+    data = data if limit is None or limit >= len(data) else data.subset(limit, seed=run.seed)
+    log(f"run {out}: {run.model} + {run.guide}, {saved['checkpoint']} (epoch "
+        f"{saved['epoch']}); {data.info['name']} {split} ({data.info['binarize']})"
+        + ("" if limit is None else f", {data.info['rows']}"))
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
     summary, points = score(model, guide, data, num_samples=num_samples, chunk_size=chunk_size,
                             batch_size=batch_size, progress=progress, fast=fast)
     summary.update({"run": str(out), "split": split, "seed": seed, "data": data.info,
+                    "checkpoint": saved["checkpoint"], "epoch": saved["epoch"],
                     "seconds": time.perf_counter() - start,
                     "device": str(next(model.parameters()).device)})
     log(format_scores(summary))
-    stem = f"eval-{split}-K{num_samples}" + (f"-first{limit}" if limit else "") + (
-        f"-seed{seed}" if seed else "")
+    stem = eval_stem(split, num_samples, limit, seed, checkpoint)
     save_json(out / f"{stem}.json", summary)
     save_checkpoint(out / f"{stem}-points.pt", points)
     log(f"wrote {out / stem}.json and {stem}-points.pt")
     return summary
+
+
+def encode_run(out: str | Path, *, split: str = "test", file: str | Path | None = None,
+               device: str = "auto", data_dir=None, download: bool = True,
+               checkpoint: str = "best") -> Path:
+    """The guide's means and standard deviations of every point of a split, with the labels:
+    ``{"loc": (N, d), "scale": (N, d), "y": (N,)}`` as ``.pt`` (or ``.npy`` arrays in a
+    ``.npz`` when ``file`` ends so). Default file ``<run>/latents-<split>.pt``."""
+    import io
+
+    import numpy as np
+
+    from inference.latent import encode_distribution
+
+    out = Path(out)
+    model, guide, saved = load_run(out, device, checkpoint=checkpoint)
+    data = run_split(run_config(out, saved), split, data_dir, download)
+    loc, scale = encode_distribution(guide, data)
+    tensors = {"loc": loc.cpu(), "scale": scale.cpu(),
+               **({} if data.y is None else {"y": data.y.cpu()})}
+    path = Path(file or out / f"latents-{split}.pt")
+    if path.suffix == ".npz":
+        buffer = io.BytesIO()
+        np.savez(buffer, **{k: v.numpy() for k, v in tensors.items()})
+        return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return atomic_write(path, lambda f: torch.save(tensors, f))

@@ -1,12 +1,16 @@
-"""A training run as a folder: its configuration, checkpoint and metrics.
+"""A training run as a folder: its configuration, checkpoints, metrics and logs.
 
 ``out/config.json`` holds the :class:`~inference.config.RunConfig`, the resolved model and
 guide configs and the data that was used; ``out/checkpoint.pt`` the state after the last
-finished epoch; ``out/metrics.json`` the per-epoch history and the final scores.
+finished epoch; ``out/best.pt`` the pair at the epoch with the best validation ELBO;
+``out/metrics.json`` the per-epoch history and the final scores; ``out/metrics.jsonl`` one
+line per epoch as it finishes; ``out/tensorboard`` TensorBoard's event files. The folder is
+locked while a run writes it (:func:`~inference.checkpoint.run_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import platform
@@ -18,13 +22,21 @@ import pyro
 import torch
 
 from guides import GUIDES, make_guide
-from inference.checkpoint import CheckpointError, load_checkpoint, load_json, save_json
+from inference.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_json,
+    remove_temporaries,
+    run_lock,
+    save_json,
+)
 from inference.config import RESUMABLE, SCHEDULES, RunConfig, make_loss, training_beta
 from inference.data import TensorData
-from inference.datasets import load_dataset
+from inference.datasets import load_splits
 from inference.distributed import Replicas, rank
 from inference.semisupervised import SemiSupervisedData, accuracy
-from inference.train import epoch_summary, fit, resolve_device
+from inference.tracking import JsonlLog, TensorBoardLog
+from inference.train import fit, resolve_device
 from inference.visualize import save_figures
 from models import MODELS, make_model
 
@@ -49,57 +61,102 @@ def build_pair(config: RunConfig, data: TensorData):
     return model, guide
 
 
-def _resumed_config(out: Path, asked: RunConfig, explicit: set[str]) -> RunConfig:
-    saved = RunConfig.from_json(load_json(out / "config.json")["run"])
+def _saved_config(out: Path, log) -> RunConfig:
+    """The configuration a run folder was started with: ``config.json``, else the copy in
+    its checkpoint."""
+    ckpt = out / "checkpoint.pt"
+    try:
+        return RunConfig.from_json(load_json(out / "config.json")["run"])
+    except (CheckpointError, ValueError, TypeError, KeyError) as e:
+        problem = (f"is damaged ({str(e).splitlines()[0]})" if (out / "config.json").exists()
+                   else "is missing")
+        if not ckpt.exists():
+            raise CheckpointError(
+                f"nothing to resume in {out}: it has no checkpoint.pt and its config.json "
+                f"{problem}; drop --resume to start a new run there" if problem == "is missing"
+                else f"cannot resume {out}: its config.json {problem} and there is no "
+                f"checkpoint.pt holding a copy; start a new run in another folder") from None
+    try:
+        saved = RunConfig.from_json(load_checkpoint(ckpt)["config"]["run"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot resume {out}: config.json {problem} and checkpoint.pt "
+                              f"holds no usable copy ({e})") from None
+    log(f"warning: {out / 'config.json'} {problem}; resuming with the copy in checkpoint.pt")
+    return saved
+
+
+def _starting_config(out: Path, asked: RunConfig, resume: bool, explicit: set[str],
+                     log) -> RunConfig:
+    """The configuration to run with: ``asked`` for a new run, the saved one to resume."""
+    ckpt = out / "checkpoint.pt"
+    if not resume:
+        if ckpt.exists() or (out / "config.json").exists():
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or "
+                                  f"choose another --out")
+        return asked
+    saved = _saved_config(out, log)
     for name in explicit - set(RESUMABLE):
         if getattr(asked, name) != getattr(saved, name):
             raise ValueError(f"{name} {getattr(asked, name)!r} differs from the resumed run's "
                              f"{getattr(saved, name)!r}; a resumed run keeps its configuration "
-                             f"(only {' and '.join(RESUMABLE)} may change)")
-    return dataclasses.replace(saved, **{k: getattr(asked, k) for k in RESUMABLE
-                                         if k in explicit})
+                             f"(only {', '.join(RESUMABLE)} may change)")
+    config = dataclasses.replace(saved, **{k: getattr(asked, k) for k in RESUMABLE
+                                           if k in explicit})
+    done = load_checkpoint(ckpt)["epoch"] if ckpt.exists() else 0
+    if config.epochs < done:
+        raise ValueError(f"the run in {out} has {done} finished epochs; --epochs {config.epochs} "
+                         f"would not continue it: ask for {done} or more")
+    return config
 
 
-def load_data(config: RunConfig, data_dir=None, download: bool = True):
-    kw = {"binarize": config.binarize, "data_dir": data_dir, "download": download,
-          "seed": config.seed}
-    train, test = load_dataset(config.dataset, "train", **kw), load_dataset(config.dataset,
-                                                                           "test", **kw)
+def load_data(config: RunConfig, data_dir=None, download: bool = True) -> dict[str, Any]:
+    """The run's train, valid (None without one) and test splits."""
+    data = dict(zip(("train", "valid", "test"), load_splits(
+        config.dataset, valid=config.valid, binarize=config.binarize, data_dir=data_dir,
+        download=download, seed=config.seed), strict=True))
+    if config.train_limit is not None:
+        data["train"] = data["train"].subset(config.train_limit, seed=config.seed)
     if config.labels is not None:
-        if train.y is None:
+        if data["train"].y is None:
             raise ValueError(f"--labels needs a labelled dataset; {config.dataset} has none")
-        train = SemiSupervisedData.split(train, config.labels, seed=config.seed)
-    return train, test
+        data["train"] = SemiSupervisedData.split(data["train"], config.labels, seed=config.seed)
+    return data
 
 
-def describe_data(train: TensorData, test: TensorData) -> str:
-    i = train.info
+def describe_data(data: dict[str, Any]) -> str:
+    i, test, valid = data["train"].info, data["test"].info, data["valid"]
+    held = "" if valid is None else f", valid {valid.info['n']}"
     return (f"data: {i['name']} train {i['n']} x {'x'.join(map(str, i['shape']))} "
-            f"({i['binarize']} binarization), test {test.info['n']} ({test.info['binarize']}), "
+            f"({i['binarize']} binarization){held}, test {test['n']} ({test['binarize']}), "
             f"from {i['folder']}")
 
 
 def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
               explicit: set[str] | None = None, data_dir=None, download: bool = True,
-              progress: bool = True, figures=TRAIN_FIGURES, log=print) -> dict[str, Any]:
+              progress: bool = True, figures=TRAIN_FIGURES, tensorboard: bool = True,
+              divergence: float | None = 1e3, log=print) -> dict[str, Any]:
     """Train the pair of ``config`` into the folder ``out``; returns the metrics it saves.
 
     With ``resume=True`` the saved configuration of ``out`` is used; ``explicit`` names the
-    fields the caller set on purpose, which must agree with it (except epochs and device).
-    Under torchrun every rank trains; rank 0 alone logs and writes files.
+    fields the caller set on purpose, which must agree with it (except epochs, device and
+    patience). Under torchrun every rank trains; rank 0 alone locks the folder, logs and
+    writes files.
     """
     out, main = Path(out), rank() == 0
-    log = log if main else _silent
-    ckpt = out / "checkpoint.pt"
-    if resume and (out / "config.json").exists():
-        config = _resumed_config(out, config, explicit or set())
-    elif ckpt.exists():
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or "
-                              f"choose another --out")
+    with run_lock(out) if main else contextlib.nullcontext():
+        if main:
+            remove_temporaries(out)  # left by a run killed while writing
+        return _train_run(config, out, main, resume, explicit or set(), data_dir, download,
+                          progress, figures, tensorboard, divergence, log if main else _silent)
+
+
+def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], data_dir,
+               download: bool, progress: bool, figures, tensorboard: bool, divergence, log):
+    config = _starting_config(out, config, resume, explicit, log)
     pyro.set_rng_seed(config.seed)
-    train, test = load_data(config, data_dir, download)
-    log(describe_data(train, test))
-    model, guide = build_pair(config, train)
+    data = load_data(config, data_dir, download)
+    log(describe_data(data))
+    model, guide = build_pair(config, data["train"])
     device, beta = resolve_device(config.device), training_beta(config)
     replicas = Replicas.join(device)  # torchrun's process group, None in one process
     if replicas is not None:
@@ -109,33 +166,60 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
         f"{config.epochs} epochs of batch {config.batch_size}, lr {config.lr}, seed {config.seed}"
         + ("" if beta is None else f", β {beta}"))
     saved = {"run": config.to_json(), "model": model.config, "guide": guide.config,
-             "data": {"train": train.info, "test": test.info},
+             "data": {k: None if v is None else v.info for k, v in data.items()},
              "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__),
                           "python": platform.python_version()}}
+    ckpt = out / "checkpoint.pt"
+    logs = _logs(out, saved, ckpt, resume, tensorboard) if main else []
     if main:
         save_json(out / "config.json", saved)
     start = time.perf_counter()
-    history = fit(model, guide, train, test=test, loss=make_loss(config), epochs=config.epochs,
-                  batch_size=config.batch_size, lr=config.lr, device=device, seed=config.seed,
-                  optimizer=lambda p: torch.optim.Adam(p, lr=config.lr, eps=config.adam_eps),
-                  lr_schedule=SCHEDULES[config.schedule], beta=beta,
-                  checkpoint=ckpt, resume=resume, progress=progress, config=saved,
-                  fast=False if config.fast == "off" else config.fast,
-                  on_epoch=None if progress else lambda r: log(epoch_summary(r)))
+    try:
+        history = fit(model, guide, data["train"], valid=data["valid"], test=data["test"],
+                      loss=make_loss(config), epochs=config.epochs, batch_size=config.batch_size,
+                      lr=config.lr, device=device, seed=config.seed,
+                      optimizer=lambda p: torch.optim.Adam(p, lr=config.lr, eps=config.adam_eps),
+                      lr_schedule=SCHEDULES[config.schedule], beta=beta,
+                      clip_norm=config.clip_norm, patience=config.patience, divergence=divergence,
+                      checkpoint=ckpt, resume=resume, progress=progress, config=saved,
+                      fast=False if config.fast == "off" else config.fast,
+                      on_epoch=logs, report=None if progress else log)
+        return _finish(config, out, main, model, guide, data, history, saved, figures, logs,
+                       device, time.perf_counter() - start, log)
+    finally:
+        for each in logs:
+            each.close()
+
+
+def _logs(out: Path, saved: dict, ckpt: Path, resume: bool, tensorboard: bool) -> list:
+    records = load_checkpoint(ckpt)["history"] if resume and ckpt.exists() else []
+    logs = [JsonlLog(out / "metrics.jsonl", records)]
+    if tensorboard:
+        logs.append(TensorBoardLog(out / "tensorboard", saved))
+    return logs
+
+
+def _finish(config, out, main, model, guide, data, history, saved, figures, logs, device,
+            seconds, log) -> dict[str, Any]:
+    """Report, save metrics.json and the figures; returns the metrics."""
     log(f"fast path: {history.fast_path}")
-    metrics = {"test_elbo": history.test_elbo[-1], "train_elbo": history.train_elbo[-1],
-               "epochs": len(history), "seconds_this_session": time.perf_counter() - start,
-               "device": str(device), "fast_path": history.fast_path, "data": saved["data"],
-               "history": history.records}
+    test = history.test or {}
+    metrics = {**{f"test_{k}": v for k, v in test.items()}, **history.summary(),
+               "epochs": len(history), "seconds_this_session": seconds, "device": str(device),
+               "data": saved["data"], "history": history.records}
+    if history.best_epoch is not None:
+        metrics["best_valid_elbo"] = history[history.best_epoch - 1]["valid_elbo"]
     if not main:
         return metrics
     if config.loss == "m2":
-        metrics["test_accuracy"] = accuracy(guide, test)
+        metrics["test_accuracy"] = accuracy(guide, data["test"])
         log(f"test accuracy of q(y | x): {metrics['test_accuracy']:.4f}")
     save_json(out / "metrics.json", metrics)
     if figures:
-        _log_figures(save_figures(model, guide, test, out / "figures", figures,
-                                  records=history.records, seed=config.seed), log)
+        boards = [each for each in logs if isinstance(each, TensorBoardLog)]
+        _log_figures(save_figures(model, guide, data["test"], out / "figures", figures,
+                                  records=history.records, seed=config.seed,
+                                  on_figure=boards[0].figure if boards else None), log)
     return metrics
 
 
@@ -146,25 +230,3 @@ def _silent(*args, **kwargs) -> None:
 def _log_figures(done: dict, log) -> None:
     for name, result in done.items():
         log(f"figure {name}: {result}")
-
-
-def load_run(out: str | Path, device: str | torch.device | None = "cpu"):
-    """Model and guide of a run folder with its trained weights, plus its saved config
-    (with the checkpoint's ``epoch`` and per-epoch ``history`` added).
-
-    The checkpoint is read with ``weights_only=True``; the modules are rebuilt from the
-    registry names and resolved configs saved in ``config.json``.
-    """
-    out = Path(out)
-    state = load_checkpoint(out / "checkpoint.pt")
-    saved = {**(state.get("config") or load_json(out / "config.json")), "epoch": state["epoch"],
-             "history": state["history"]}
-    try:
-        model = MODELS.make(**saved["model"])
-        guide = GUIDES.make(**saved["guide"])
-        model.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{out} does not hold a loadable run: {e}") from e
-    device = resolve_device(device)
-    return model.to(device).eval(), guide.to(device).eval(), saved

@@ -1,0 +1,76 @@
+"""Experiment logs of a run folder: ``metrics.jsonl`` and TensorBoard event files.
+
+Both are fed each epoch's record by :func:`inference.fit`'s ``on_epoch``. ``metrics.jsonl``
+holds one JSON line per finished epoch; a resumed run rewrites it from its checkpoint's
+history first, so it never shows an epoch twice or one the checkpoint does not hold.
+TensorBoard (``tensorboard --logdir runs``) gets the scalars of every epoch, the run's
+configuration as text and, at the end, the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from pathlib import Path
+from typing import Any
+
+from inference.checkpoint import WriteError, atomic_write
+
+# Record keys drawn as TensorBoard scalars, and their tags.
+SCALARS = {"objective": "objective (running)", "lr": "lr", "beta": "beta", "seconds": "seconds",
+           **{f"{split}_{k}": f"{split}/{k}" for split in ("train", "valid")
+              for k in ("elbo", "reconstruction", "kl")}}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy: NaN and infinities become strings, as JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class JsonlLog:
+    """Append each record to ``path`` as one JSON line, flushed at once."""
+
+    def __init__(self, path: str | Path, records: list[dict[str, Any]] = ()):
+        self.path = Path(path)
+        lines = "".join(json.dumps(_plain(r)) + "\n" for r in records)
+        atomic_write(self.path, lambda f: f.write(lines.encode()))  # the checkpoint's truth
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(_plain(record)) + "\n")
+        except OSError as e:
+            raise WriteError(f"cannot write {self.path}: {e.strerror or e}") from e
+
+    def close(self) -> None:
+        """Nothing to release: every line is written when it comes."""
+
+
+class TensorBoardLog:
+    """TensorBoard event files in ``folder``: scalars per epoch, config, figures."""
+
+    def __init__(self, folder: str | Path, config: dict[str, Any]):
+        from torch.utils.tensorboard import SummaryWriter  # imported here: 1-2 s
+
+        self.writer = SummaryWriter(log_dir=str(folder))
+        self.writer.add_text("config", "```\n" + json.dumps(config, indent=1) + "\n```")
+        self.epoch = 0
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.epoch = record["epoch"]
+        for key, tag in SCALARS.items():
+            value = record.get(key)
+            if isinstance(value, numbers.Real):
+                self.writer.add_scalar(tag, value, self.epoch)
+        self.writer.flush()
+
+    def figure(self, name: str, fig) -> None:
+        self.writer.add_figure(name, fig, self.epoch, close=False)
+
+    def close(self) -> None:
+        self.writer.close()
