@@ -113,13 +113,15 @@ def latent_scatter_figure(points: torch.Tensor, labels: torch.Tensor | None, tit
 
 
 def curves_figure(records: Sequence[dict]):
-    """ELBO, reconstruction and KL per epoch, train and test, from a fit's history."""
+    """ELBO, reconstruction and KL per epoch, of the training subset and the validation data
+    after each epoch (post-epoch scores, comparable to each other), from a fit's history.
+    Runs from before the validation split drew their test scores (``test_*``)."""
     fig = _figure(10, 3)
     epochs = [r["epoch"] for r in records]
     for ax, key, name in zip(fig.subplots(1, 3), ("elbo", "reconstruction", "kl"),
                              ("ELBO", "reconstruction E[log p(x|z)]", "KL(q || p)"),
                              strict=True):
-        for split, style in (("train", "-"), ("test", "--")):
+        for split, style in (("train", "-"), ("valid", "--"), ("test", ":")):
             values = [r.get(f"{split}_{key}") for r in records]
             if any(v is not None for v in values):
                 ax.plot(epochs, [math.nan if v is None else v for v in values], style,

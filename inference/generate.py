@@ -19,6 +19,7 @@ from inference.programs import (
     program,
     sample_sites,
 )
+from inference.validate import positive_int
 
 
 def _sample_trace(model, y, like):
@@ -58,6 +59,7 @@ def sample(model, n: int, *, y: torch.Tensor | None = None, mean: bool = False,
     ``site`` (default ``x``, or the model's one observed site) instead of a draw. ``sites``
     picks sites by name (default: every sample site, e.g. z1, z2, x).
     """
+    positive_int("n", n)
     model = program(model, "model")
     device = device_of(model)
     y = None if y is None else y.to(device)

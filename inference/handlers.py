@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
@@ -125,3 +126,39 @@ def parse_anneal(text: str, end: float = 1.0) -> Callable[[float], float] | None
             return Cyclical(*values, end=end)
     raise ValueError(f"unknown annealing {text!r}; use none, linear:EPOCHS or "
                      f"cyclical:PERIOD[:RATIO], e.g. linear:10 or cyclical:4:0.5")
+
+
+class TemperatureMessenger(Messenger):
+    """Multiplies the standard deviation of every Gaussian latent site by ``t`` (sampling at a
+    temperature: Kingma & Dhariwal 2018, "Glow"; Vahdat & Kautz 2020, "NVAE"). Below 1 the
+    draws are more typical and less varied. Observed sites are left alone."""
+
+    def __init__(self, t: float):
+        super().__init__()
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
+        self.t = float(t)
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"] or site_is_subsample(msg):
+            return
+        fn, events = msg["fn"], 0
+        while isinstance(fn, torch.distributions.Independent):
+            fn, events = fn.base_dist, events + fn.reinterpreted_batch_ndims
+        if not isinstance(fn, torch.distributions.Normal):
+            raise ValueError(f"temperature needs Gaussian latent sites; {msg['name']!r} is "
+                             f"{type(fn).__name__}")
+        tempered = dist.Normal(fn.loc, fn.scale * self.t)
+        msg["fn"] = tempered.to_event(events) if events else tempered
+
+
+def temperature(fn: Callable, t: float = 1.0) -> Callable:
+    """``fn`` (a model) sampling its Gaussian latent sites at temperature ``t``.
+
+    >>> import pyro
+    >>> def model():
+    ...     return pyro.sample("z", dist.Normal(0., 2.))
+    >>> pyro.poutine.trace(temperature(model, 0.5)).get_trace().nodes["z"]["fn"].scale
+    tensor(1.)
+    """
+    return fn if t == 1 else TemperatureMessenger(t)(fn)

@@ -14,6 +14,7 @@ import pyro.poutine as poutine
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
+from inference.data import as_data
 from inference.programs import data_site, device_of, program, sample_sites
 
 
@@ -35,6 +36,22 @@ def encode(guide, x: torch.Tensor, y: torch.Tensor | None = None, *, site: str |
     tr = poutine.trace(guide).get_trace(x, None if y is None else y.to(x.device))
     node = tr.nodes[_latent_site(tr, site)]
     return node["fn"].mean if mean else node["value"]
+
+
+@torch.no_grad()
+def encode_distribution(guide, data, *, site: str | None = None,
+                        batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and standard deviation of q(z | x) per point of ``data`` (anything ``fit``
+    takes, with its labels), each (N, d), in batches."""
+    guide = program(guide, "guide")
+    data = as_data(data).to(device_of(guide))
+    locs, scales = [], []
+    for x, y in data.batches(batch_size):
+        tr = poutine.trace(guide).get_trace(x, y)
+        fn = tr.nodes[_latent_site(tr, site)]["fn"]
+        locs.append(fn.mean)
+        scales.append(fn.variance.sqrt())
+    return torch.cat(locs), torch.cat(scales)
 
 
 @torch.no_grad()

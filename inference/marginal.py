@@ -25,6 +25,7 @@ from inference.capture import Captured
 from inference.data import as_data
 from inference.programs import device_of, owner, program
 from inference.traces import log_weights, particle_dim, sample_sites
+from inference.validate import optional, positive_int
 
 # Largest particle x point x feature tensor one chunk may create (elements); the decoder's
 # output and its elementwise log-density are the big ones. 2**25 floats is 128 MiB.
@@ -159,8 +160,13 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     batches gives what one pass does (:mod:`inference.distributed`). The generator's state
     is restored afterwards.
     """
+    positive_int("num_samples", num_samples)
+    optional(positive_int, "chunk_size", chunk_size)
+    optional(positive_int, "batch_size", batch_size)
     model, guide = program(model, "model"), program(guide, "guide")
     data = as_data(x if y is None else (x, y))
+    if len(data) == 0:
+        raise ValueError("importance sampling needs at least one data point, got none")
     device = device_of(model, guide)
     data = data.to(device)
     head_x, head_y = data.head(1)

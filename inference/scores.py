@@ -20,6 +20,7 @@ import torch
 from inference.data import as_data
 from inference.diagnostics import KHAT_BAD, khat_summary, psis_khat
 from inference.marginal import importance_sample
+from inference.programs import probe_sites
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -38,6 +39,8 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
     All scores are per data point, in nats (log p and ELBO: higher is better; NLL: lower).
     """
     data = as_data(data)
+    head = data.head(min(2, len(data)))
+    labels = head[1] is not None and probe_sites(model, guide, *head).y is not None
     s = importance_sample(model, guide, data, num_samples=num_samples, chunk_size=chunk_size,
                           batch_size=batch_size, return_log_weights=khat, progress=progress,
                           fast=fast)
@@ -47,6 +50,7 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
     summary: dict[str, Any] = {
         "n": n, "num_samples": num_samples,
         "nll": nll.mean().item(),
+        "target": "x, y" if labels else "x",  # the model observes the labels too: log p(x, y)
         "nll_mc_stderr": (mc_se.pow(2).sum().sqrt() / n).item(),
         "nll_data_stderr": (nll.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
         "bits_per_dim": nll.mean().item() / (dims * math.log(2)),
@@ -69,9 +73,10 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
 def format_scores(s: dict[str, Any]) -> str:
     """A plain-text table of :func:`score`'s summary, with a warning line on bad k̂."""
     units = ", ".join(f"{k}: {v} / {s['latent_dims'][k]}" for k, v in s["active_units"].items())
+    name = "NLL" if s.get("target", "x") == "x" else "−log p(x, y)"
     lines = [
         f"points {s['n']}, importance samples K = {s['num_samples']}",
-        f"  NLL             {s['nll']:9.2f} nats  ± {s['nll_mc_stderr']:.3f} (Monte Carlo)  "
+        f"  {name:16s}{s['nll']:9.2f} nats  ± {s['nll_mc_stderr']:.3f} (Monte Carlo)  "
         f"± {s['nll_data_stderr']:.2f} (test set)",
         f"  bits per dim    {s['bits_per_dim']:9.4f}",
         f"  ELBO            {s['elbo']:9.2f} nats",

@@ -13,7 +13,7 @@ import torch
 from inference import figures, latent
 from inference.checkpoint import atomic_write
 from inference.data import TensorData
-from inference.generate import reconstruct, sample
+from inference.generate import class_samples, reconstruct, sample
 from inference.programs import Sites, owner, probe_sites
 
 ARITHMETIC = (7, 1)  # mean(7) − mean(1) + a "1": the 1's style on a 7
@@ -28,34 +28,61 @@ def _sites(model, guide, data: TensorData, sites: Sites | None) -> Sites:
     return sites or probe_sites(model, guide, *data.head(2))
 
 
-def _decode(model, z, data: TensorData, sites: Sites) -> torch.Tensor:
-    return latent.decode(model, z, site=sites.z, like=data.x[:1], data=sites.x)
+def _labels(sites: Sites, label: int | None, default, n: int) -> torch.Tensor | None:
+    """Labels for n decoded codes of a label-conditional model (the site ``y``): ``label`` if
+    given, else ``default`` (a label of the data); None for a model without labels, whose
+    codes decode alone."""
+    if sites.y is None:
+        return None
+    chosen = label if label is not None else default
+    if chosen is None:
+        raise ValueError("a label-conditional model needs a label to decode with (--label)")
+    return torch.as_tensor(chosen).long().reshape(-1).expand(n).clone()
 
 
-def reconstructions(model, guide, data: TensorData, n: int = 10, sites: Sites | None = None):
+def _decode(model, z, data: TensorData, sites: Sites, y=None) -> torch.Tensor:
+    return latent.decode(model, z, y, site=sites.z, like=data.x[:1], data=sites.x)
+
+
+def _label_of(data: TensorData, i: int):
+    return None if data.y is None else int(data.y[i])
+
+
+def reconstructions(model, guide, data: TensorData, n: int = 10, sites: Sites | None = None,
+                    label: int | None = None):
     x, y = data.head(n)
     site = _sites(model, guide, data, sites).x
     return figures.reconstruction_figure(x, reconstruct(model, guide, x, y, site=site),
                                          _shape(model))
 
 
-def samples(model, guide, data: TensorData, n: int = 64, sites: Sites | None = None):
+def samples(model, guide, data: TensorData, n: int = 64, sites: Sites | None = None,
+            label: int | None = None):
     site = _sites(model, guide, data, sites).x
-    drawn = sample(model, n, mean=True, like=data.x[:1], site=site)[site]  # (n, D) means
-    return figures.grid_figure(drawn, 8, "samples from the prior (pixel means)", _shape(model))
+    if label is None:
+        drawn = sample(model, n, mean=True, like=data.x[:1], site=site)[site]  # (n, D) means
+        title = "samples from the prior (pixel means)"
+    else:
+        drawn, title = class_samples(model, label, n, like=data.x[:1], site=site), (
+            f"samples of class {label} (pixel means)")
+    return figures.grid_figure(drawn, 8, title, _shape(model))
 
 
-def interpolation(model, guide, data: TensorData, steps: int = 10, sites: Sites | None = None):
+def interpolation(model, guide, data: TensorData, steps: int = 10, sites: Sites | None = None,
+                  label: int | None = None):
+    """Decoded codes on the way from the first test image's code to the second's; a
+    label-conditional model decodes every frame with ``label`` or the first image's."""
     sites = _sites(model, guide, data, sites)
     x, y = data.head(2)
     z = latent.encode(guide, x, y, site=sites.z)  # (2, z_dim)
-    rows = {m: _decode(model, latent.interpolate(z[0], z[1], steps, m), data, sites)
+    labels = _labels(sites, label, _label_of(data, 0), steps)
+    rows = {m: _decode(model, latent.interpolate(z[0], z[1], steps, m), data, sites, labels)
             for m in ("linear", "slerp")}
     return figures.interpolation_figure(rows, _shape(model))
 
 
 def arithmetic(model, guide, data: TensorData, classes: Sequence[int] = ARITHMETIC,
-               sites: Sites | None = None):
+               sites: Sites | None = None, label: int | None = None):
     if data.y is None:
         raise ValueError("latent arithmetic needs labelled data (mean encoding per class)")
     sites = _sites(model, guide, data, sites)
@@ -64,24 +91,28 @@ def arithmetic(model, guide, data: TensorData, classes: Sequence[int] = ARITHMET
     c = int((data.y == b).nonzero()[0])  # an example of class b
     codes = torch.stack([z[data.y == a].mean(0), z[data.y == b].mean(0), z[c],
                          z[data.y == a].mean(0) - z[data.y == b].mean(0) + z[c]])
-    images = _decode(model, codes, data, sites)
+    labels = None if sites.y is None else torch.tensor([a, b, b, a])  # each code its class
+    images = _decode(model, codes, data, sites, labels)
     images[2] = data.x[c]  # x itself, not its reconstruction
-    labels = [f"mean of {a}s", f"mean of {b}s", f"x (a {b})", f"{a} − {b} + x"]
-    return figures.arithmetic_figure(images, labels, _shape(model))
+    names = [f"mean of {a}s", f"mean of {b}s", f"x (a {b})", f"{a} − {b} + x"]
+    return figures.arithmetic_figure(images, names, _shape(model))
 
 
 def traversals(model, guide, data: TensorData, dims: int = 8, span: float = 3.0,
-               steps: int = 9, sites: Sites | None = None):
+               steps: int = 9, sites: Sites | None = None, label: int | None = None):
     sites = _sites(model, guide, data, sites)
     kl = latent.kl_per_dimension(guide, *data.head(1000), site=sites.z)
     top = kl.argsort(descending=True)[:dims].tolist()
     values = torch.linspace(-span, span, steps)
     z0 = latent.encode(guide, *data.head(1), site=sites.z)[0]
-    images = _decode(model, latent.traversal_grid(z0, top, values.to(z0)), data, sites)
+    codes = latent.traversal_grid(z0, top, values.to(z0))
+    labels = _labels(sites, label, _label_of(data, 0), len(codes))
+    images = _decode(model, codes, data, sites, labels)
     return figures.traversal_figure(images, top, kl[top].tolist(), values, _shape(model))
 
 
-def manifold(model, guide, data: TensorData, n: int = 20, sites: Sites | None = None):
+def manifold(model, guide, data: TensorData, n: int = 20, sites: Sites | None = None,
+             label: int | None = None):
     z_dim = getattr(owner(model), "z_dim", None)  # the model's own word, else the guide's
     if z_dim is None:
         sites = _sites(model, guide, data, sites)
@@ -90,12 +121,13 @@ def manifold(model, guide, data: TensorData, n: int = 20, sites: Sites | None = 
         raise ValueError(f"the manifold figure needs a model with z_dim 2 (this one has "
                          f"{z_dim}); train one with --z-dim 2")
     sites = _sites(model, guide, data, sites)
-    images = _decode(model, latent.normal_quantile_grid(n), data, sites)
+    grid = latent.normal_quantile_grid(n)
+    images = _decode(model, grid, data, sites, _labels(sites, label, _label_of(data, 0), n * n))
     return figures.manifold_figure(images, n, _shape(model))
 
 
 def latents(model, guide, data: TensorData, n: int = 2000, method: str = "pca",
-            sites: Sites | None = None):
+            sites: Sites | None = None, label: int | None = None):
     sites = _sites(model, guide, data, sites)
     x, y = data.head(n)
     z = latent.encode(guide, x, y, site=sites.z).cpu()
@@ -105,7 +137,7 @@ def latents(model, guide, data: TensorData, n: int = 2000, method: str = "pca",
 
 
 def curves(model, guide, data: TensorData, records: Sequence[dict] = (),
-           sites: Sites | None = None):
+           sites: Sites | None = None, label: int | None = None):
     if not records:
         raise ValueError("training curves need the run's history (metrics.json)")
     return figures.curves_figure(records)
@@ -120,11 +152,14 @@ FIGURES: dict[str, Callable] = {
 
 @torch.no_grad()
 def save_figures(model, guide, data: TensorData, folder: str | Path, names: Sequence[str],
-                 records: Sequence[dict] = (), seed: int = 0,
-                 sites: Sites | None = None) -> dict[str, Path | str]:
+                 records: Sequence[dict] = (), seed: int = 0, sites: Sites | None = None,
+                 on_figure: Callable | None = None,
+                 label: int | None = None) -> dict[str, Path | str]:
     """Render each named figure to ``folder/<name>.png``; returns path or reason skipped.
     ``model`` and ``guide``: any pair (:mod:`inference.programs`); its sites are read from
-    a trace unless given."""
+    a trace unless given. ``on_figure(name, figure)`` sees each figure before it is saved
+    (e.g. to log it to TensorBoard). ``label``: the class a label-conditional model decodes
+    with (default: that of the image each figure starts from)."""
     unknown = set(names) - set(FIGURES)
     if unknown:
         raise ValueError(f"unknown figure {sorted(unknown)}; choose from {', '.join(FIGURES)}")
@@ -132,12 +167,15 @@ def save_figures(model, guide, data: TensorData, folder: str | Path, names: Sequ
     done: dict[str, Path | str] = {}
     for name in names:
         pyro.set_rng_seed(seed)
-        kwargs = {"records": records, "sites": sites} if name == "curves" else {"sites": sites}
+        kwargs = {"sites": sites, "label": label, **({"records": records} if name == "curves"
+                                                     else {})}
         try:
             fig = FIGURES[name](model, guide, data, **kwargs)
         except ValueError as e:  # a figure that does not apply to this pair or data
             done[name] = f"skipped: {e}"
             continue
+        if on_figure is not None:
+            on_figure(name, fig)
         done[name] = save_png(fig, Path(folder) / f"{name}.png")
     return done
 
