@@ -17,6 +17,7 @@ checked against the eager function on its first inputs, under the same draws.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -96,7 +97,7 @@ class Captured:
     :mod:`inference.programs`), whose parameters and buffers become graph inputs."""
 
     def __init__(self, fn: Callable, model, guide, *, compile: bool = False,
-                 capture_after: int | None = None, grad: bool = True,
+                 capture_after: int | float | None = None, grad: bool = True,
                  live: list[tuple[Any, str]] | None = None):
         self.fn, self.model, self.guide, self.compile, self.grad = fn, model, guide, compile, grad
         self.live = list(live or [])  # (object, attribute): tensors read as graph inputs
@@ -113,8 +114,8 @@ class Captured:
         shapes = [str(tuple(key[0])) for key, graph in self.graphs.items() if graph is not None]
         kind = "graph captured and compiled" if self.compile else "graph captured"
         after = CAPTURE_AFTER if self.capture_after is None else self.capture_after
-        done = (f"{kind} for batch shape " + ", ".join(shapes) if shapes else
-                f"eager until a batch shape has been seen {after} times")
+        done = (f"{kind} for batch shape " + ", ".join(shapes) if shapes else "eager" if
+                after == math.inf else f"eager until a batch shape has been seen {after} times")
         return "; ".join([done, *self.refusals])
 
     def eager(self, x: torch.Tensor, y: torch.Tensor | None):
@@ -221,11 +222,15 @@ class FastPath:
                                  f"particles) and the objectives of inference.objectives")
             self._reason = f"off ({type(loss).__name__} has no lean equivalent)"
         else:
+            why = getattr(lean, "capture_refusal", None)  # objectives a graph cannot hold
+            if why and fast in (True, "compile"):
+                raise ValueError(f"fast={fast!r}, but {type(lean).__name__} cannot be "
+                                 f"captured: {why}")
             on_cuda = any(p.is_cuda for m in _owners(model, guide) for p in m.parameters())
             compile = fast == "compile" or (fast == "auto" and on_cuda)
             self.captured = Captured(lean.differentiable_loss, model, guide, compile=compile,
-                                     live=live)
-            self._reason = f"on ({type(lean).__name__})"
+                                     live=live, capture_after=math.inf if why else None)
+            self._reason = f"on ({type(lean).__name__}" + (f", eager: {why})" if why else ")")
 
     @property
     def active(self) -> bool:

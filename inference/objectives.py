@@ -187,6 +187,9 @@ class _StopGradientIWAE(IWAE):
     """
 
     power = 1  # the guide's gradient weights each particle by w̃_k ** power
+    # Why the fast path runs it eagerly: a graph of the forward pass replays detach as a
+    # plain alias and drops _ScaleGrad's backward (Captured's gradient check sees both).
+    capture_refusal = "a captured forward graph drops its stop-gradients"
 
     def differentiable_loss(self, model, guide, x, y=None) -> torch.Tensor:
         k, dim, n = self.num_particles, self.particle_dim, len(x)
