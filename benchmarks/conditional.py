@@ -67,10 +67,10 @@ def main(argv=None) -> None:
     guide = make_guide("conditional_mlp", z_dim=args.z_dim)
     start = time.perf_counter()
     history = fit(model, guide, train, test=test, epochs=args.epochs, seed=args.seed,
-                  progress=False, on_epoch=lambda r: print(f"  epoch {r['epoch']}: test ELBO "
-                                                           f"{r['test_elbo']:.2f}", flush=True))
+                  progress=False, on_epoch=lambda r: print(f"  epoch {r['epoch']}: train ELBO "
+                                                           f"{r['train_elbo']:.2f}", flush=True))
     print(f"conditional VAE: z_dim {args.z_dim}, {args.epochs} epochs, batch 128, Adam 1e-3, "
-          f"dynamic binarization, test ELBO {history.test_elbo[-1]:.2f} "
+          f"dynamic binarization, test ELBO {history.test['elbo']:.2f} (last epoch) "
           f"({time.perf_counter() - start:.0f} s)")
     pyro.set_rng_seed(args.seed)
     shares = []

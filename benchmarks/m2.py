@@ -29,11 +29,12 @@ PYRO = {100: 0.9319, 600: 0.9437, 1000: 0.9487, 3000: 0.9582}
 def run(labels: int, args, train, test) -> dict:
     data = SemiSupervisedData.split(train, labels, seed=args.seed)
     if args.unlabelled:
-        data = SemiSupervisedData(data.labelled, data.unlabelled.take(args.unlabelled))
+        data = SemiSupervisedData(data.labelled,
+                                  data.unlabelled.subset(args.unlabelled, seed=args.seed))
     model, guide = make_model("conditional_mlp"), make_guide("m2")
     start = time.perf_counter()
     curve = []
-    fit(model, guide, data, test=test, loss=SemiSupervisedELBO(alpha=46.0), epochs=args.epochs,
+    fit(model, guide, data, loss=SemiSupervisedELBO(alpha=46.0), epochs=args.epochs,
         batch_size=200, lr=4.2e-4, seed=args.seed, progress=False, train_eval_points=0,
         on_epoch=lambda r: curve.append(accuracy(guide, test)))
     return {"labels": labels, "unlabelled": len(data.unlabelled), "accuracy": curve[-1],

@@ -80,16 +80,18 @@ def main() -> None:
     model, guide = make_model("bernoulli_mlp"), make_guide("gaussian_mlp")
     ref_model, ref_guide = copy.deepcopy(model), copy.deepcopy(guide)  # same initial weights
     ref = train_reference(ref_model, ref_guide, train, test, args.epochs, 128, 1e-3, args.seed)
-    ours = fit(model, guide, train, test=test, epochs=args.epochs, batch_size=128, lr=1e-3,
+    # Both loops score the test set after every epoch (fit's valid=): this benchmark compares
+    # two implementations of one run, epoch by epoch; nothing is chosen on the test set.
+    ours = fit(model, guide, train, valid=test, epochs=args.epochs, batch_size=128, lr=1e-3,
                seed=args.seed, device="cpu", progress=False,
                on_epoch=lambda r: print(f"ours epoch {r['epoch']}: test ELBO "
-                                        f"{r['test_elbo']:.2f}", flush=True))
+                                        f"{r['valid_elbo']:.2f}", flush=True))
     print("epoch | reference -ELBO | ours -ELBO")
     for r, o in zip(ref, ours.records, strict=True):
-        print(f"{r['epoch']:5d} | {-r['test_elbo']:15.2f} | {-o['test_elbo']:10.2f}")
-    ratio = ours.test_elbo[-1] / ref[-1]["test_elbo"]
-    print(f"final test -ELBO: ours {-ours.test_elbo[-1]:.2f}, reference {-ref[-1]['test_elbo']:.2f}"
-          f" nats; ratio ours/reference {ratio:.4f}")
+        print(f"{r['epoch']:5d} | {-r['test_elbo']:15.2f} | {-o['valid_elbo']:10.2f}")
+    ratio = ours.valid_elbo[-1] / ref[-1]["test_elbo"]
+    print(f"final test -ELBO: ours {-ours.valid_elbo[-1]:.2f}, reference "
+          f"{-ref[-1]['test_elbo']:.2f} nats; ratio ours/reference {ratio:.4f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"reference": ref, "ours": ours.records}, f, indent=2)

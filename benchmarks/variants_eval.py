@@ -22,11 +22,11 @@ import time
 
 import pyro
 
+from inference import load_run
 from inference.anomaly import anomaly_auroc
 from inference.config import RunConfig
 from inference.datasets import load_dataset
 from inference.impute import conditional_log_likelihood, quadrant_mask
-from inference.runs import load_run
 
 # Pyro's CVAE tutorial (pyro.ai/examples/cvae.html), NLL per image in nats, given 1/2/3.
 PYRO = {"CVAE": {1: 71.8, 2: 51.0, 3: 24.2}, "baseline NN": {1: 100.4, 2: 61.9, 3: 25.4}}

@@ -115,21 +115,21 @@ def test_check_pair_discovers_the_sites(binary_x):
 
 def test_example_style_pair_trains_checkpoints_and_resumes(binary_x, tmp_path):
     straight = example_vae()
-    history = fit(straight.model, straight.guide, binary_x, test=binary_x[:16], epochs=4,
+    history = fit(straight.model, straight.guide, binary_x, valid=binary_x[:16], epochs=4,
                   batch_size=16, lr=1e-2, progress=False, fast=False)
-    assert history.test_elbo[-1] > history.test_elbo[0] + 5  # it learns
+    assert history.valid_elbo[-1] > history.valid_elbo[0] + 5  # it learns
     ckpt = tmp_path / "checkpoint.pt"
     first = example_vae()
-    fit(first.model, first.guide, binary_x, test=binary_x[:16], epochs=2, batch_size=16,
+    fit(first.model, first.guide, binary_x, valid=binary_x[:16], epochs=2, batch_size=16,
         lr=1e-2, progress=False, fast=False, checkpoint=ckpt)
     state = load_checkpoint(ckpt)
     assert set(state["model"]) == set(first.state_dict()) and state["guide"] == {}
     resumed = example_vae(seed=5)  # a fresh process: other initial weights, then the file
-    again = fit(resumed.model, resumed.guide, binary_x, test=binary_x[:16], epochs=4,
+    again = fit(resumed.model, resumed.guide, binary_x, valid=binary_x[:16], epochs=4,
                 batch_size=16, lr=1e-2, progress=False, fast=False, checkpoint=ckpt,
                 resume=True)
     assert torch.equal(flat(resumed), flat(straight))
-    assert again.test_elbo == history.test_elbo
+    assert again.valid_elbo == history.valid_elbo
 
 
 def test_example_style_pair_takes_the_fast_path(binary_x, monkeypatch):
@@ -142,7 +142,7 @@ def test_example_style_pair_takes_the_fast_path(binary_x, monkeypatch):
         runs[fast] = fit(vae.model, vae.guide, binary_x, epochs=2, batch_size=16, fast=fast,
                          progress=False), flat(vae)
     assert "graph captured for batch shape (16, 784)" in runs["auto"][0].fast_path
-    assert runs["auto"][0].train_elbo == pytest.approx(runs[False][0].train_elbo, rel=1e-5)
+    assert runs["auto"][0].objective == pytest.approx(runs[False][0].objective, rel=1e-5)
     torch.testing.assert_close(runs["auto"][1], runs[False][1], rtol=1e-4, atol=1e-5)
     for name, t in pyro.get_param_store()._params.items():  # pyro.module's entries are
         assert type(t) is nn.Parameter and t.is_leaf, name  # real weights, no stand-ins
@@ -176,7 +176,7 @@ def test_sampling_reconstruction_and_figures_use_the_discovered_names(binary_x, 
     torch.testing.assert_close(means, vae.decoder(loc + scale * torch.randn(5, Z)))
     data = TensorData(binary_x, torch.arange(64) % 10)
     done = save_figures(vae.model, vae.guide, data, tmp_path, list(FIGURES), records=[
-        {"epoch": 1, "train_elbo": -1.0, "test_elbo": -1.0}])
+        {"epoch": 1, "objective": -1.0, "train_elbo": -1.0, "valid_elbo": -1.0}])
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "interpolation.png").is_file()
     assert str(done["manifold"]).startswith("skipped: the manifold figure needs")
 
@@ -193,11 +193,12 @@ def functional_guide(x):
 def test_functional_guide_with_pyro_param_trains_and_is_checkpointed(binary_x, tmp_path):
     vae = example_vae()
     ckpt = tmp_path / "checkpoint.pt"
-    history = fit(vae.model, functional_guide, binary_x, test=binary_x[:16], epochs=3,
+    history = fit(vae.model, functional_guide, binary_x, valid=binary_x[:16], epochs=3,
                   batch_size=16, lr=1e-2, progress=False, checkpoint=ckpt)
     assert "off (the guide is a function" in history.fast_path
-    assert history.test_elbo[-1] > history.test_elbo[0]
-    state = load_checkpoint(ckpt)
+    assert history.valid_elbo[-1] > history.valid_elbo[0]
+    assert set(load_checkpoint(ckpt)["params"]) == {"enc_w", "enc_b", "enc_s"}
+    state = load_checkpoint(ckpt.with_name("best.pt"))  # the weights fit returned with
     store = pyro.get_param_store()
     assert set(state["params"]) == {"enc_w", "enc_b", "enc_s"}
     for name in ("enc_w", "enc_b"):
@@ -206,7 +207,7 @@ def test_functional_guide_with_pyro_param_trains_and_is_checkpointed(binary_x, t
     trained_w = store["enc_w"].detach().clone()
     pyro.clear_param_store()  # a fresh process: the function recreates its parameters
     vae = example_vae()
-    fit(vae.model, functional_guide, binary_x, test=binary_x[:16], epochs=3, batch_size=16,
+    fit(vae.model, functional_guide, binary_x, valid=binary_x[:16], epochs=3, batch_size=16,
         lr=1e-2, progress=False, checkpoint=ckpt, resume=True)
     torch.testing.assert_close(pyro.param("enc_w").detach(), trained_w)
 
@@ -274,7 +275,7 @@ def test_example_style_pair_trains_under_ddp_and_free_parameters_are_refused(bin
     finally:
         torch.distributed.destroy_process_group()
     assert "DistributedDataParallel" in history.fast_path
-    assert history.train_elbo[1] > history.train_elbo[0]
+    assert history.objective[1] > history.objective[0]
 
 
 def twice_observed(x):

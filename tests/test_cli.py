@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from inference import load_checkpoint
+from inference import load_checkpoint, load_run
 from inference.cli import train_main
-from inference.runs import load_run
 
 FAST = ["--epochs", "1", "--hidden", "32", "--z-dim", "4", "--quiet"]
 
@@ -19,13 +18,14 @@ FAST = ["--epochs", "1", "--hidden", "32", "--z-dim", "4", "--quiet"]
 def test_train_writes_checkpoint_config_metrics_and_prints_test_elbo(tmp_path, capsys):
     assert train_main([*FAST, "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "data: embedded train 10000 x 784 (dynamic binarization)" in out
+    assert "data: embedded train 9000 x 784 (dynamic binarization), valid 1000, test 2000" in out
     assert "epoch 1: train ELBO" in out and "final test ELBO: -" in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert config["model"]["hidden"] == [32] and config["guide"]["z_dim"] == 4
     assert config["data"]["test"]["n"] == 2000
-    assert metrics["epochs"] == 1 and metrics["test_elbo"] == metrics["history"][0]["test_elbo"]
+    assert metrics["epochs"] == 1 and metrics["best_epoch"] == 1
+    assert metrics["test_elbo"] < 0 and metrics["history"][0]["valid_elbo"] < 0
     assert f"{metrics['test_elbo']:.2f}" in out
     model, guide, saved = load_run(tmp_path / "run")
     assert saved["run"]["model"] == "bernoulli_mlp" and model.z_dim == guide.z_dim == 4
@@ -52,7 +52,7 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "MNIST/raw" in missing and "--data-dir" in missing
     ckpt = tmp_path / "run" / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    assert "corrupted, truncated" in _error([*FAST, "--out", run, "--resume", "--epochs", "2"],
+    assert "is damaged" in _error([*FAST, "--out", run, "--resume", "--epochs", "2"],
                                             capsys)
     pair = _error([*FAST, "--model-config", '{"z_dim": 8}', "--out", str(tmp_path / "r3")],
                   capsys)
@@ -80,7 +80,7 @@ def test_sigkill_mid_epoch_then_resume_finishes_as_if_never_killed(tmp_path):
     subprocess.run([*cmd, "--out", str(straight)], env=env, check=True, capture_output=True)
     resumed = json.loads((killed / "metrics.json").read_text())["history"]
     expected = json.loads((straight / "metrics.json").read_text())["history"]
-    strip = lambda h: [(r["epoch"], r["train_elbo"], r["test_elbo"]) for r in h]  # noqa: E731
+    strip = lambda h: [(r["epoch"], r["objective"], r["valid_elbo"]) for r in h]  # noqa: E731
     assert strip(resumed) == strip(expected)
 
 
@@ -102,7 +102,7 @@ def test_variants_run_through_vae_train_and_vae_sample(tmp_path, capsys):
                        "--anneal", "linear:1", "--out", beta_run]) == 0
     assert "β linear warm-up over 1 epochs to 2" in capsys.readouterr().out
     history = json.loads((tmp_path / "beta" / "metrics.json").read_text())["history"]
-    assert [r["beta"] for r in history] == [pytest.approx(2 * 78 / 79), 2.0]
+    assert [r["beta"] for r in history] == [pytest.approx(2 * 70 / 71), 2.0]  # 71 steps
     assert train_main([*FAST, "--no-figures", "--model", "conditional_mlp", "--guide",
                        "conditional_mlp", "--out", cvae]) == 0
     assert sample_main([cvae, "--label", "7", "-n", "4"]) == 0
@@ -119,4 +119,4 @@ def test_variants_run_through_vae_train_and_vae_sample(tmp_path, capsys):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     config = json.loads((tmp_path / "m2" / "config.json").read_text())
     assert config["data"]["train"]["labelled"] == 100
-    assert config["data"]["train"]["unlabelled"] == 9900
+    assert config["data"]["train"]["unlabelled"] == 8900  # 9000 after the valid split

@@ -100,7 +100,7 @@ def test_a_model_registered_elsewhere_trains_with_fit(binary_x):
         model = make_model("test_logistic_pca")
         history = fit(model, make_guide("gaussian_mlp", z_dim=4, hidden=(16,)), binary_x,
                       epochs=2, batch_size=32, progress=False)
-        assert len(history) == 2 and all(torch.isfinite(torch.tensor(history.train_elbo)))
+        assert len(history) == 2 and all(torch.isfinite(torch.tensor(history.objective)))
     finally:
         MODELS._classes.pop("test_logistic_pca")
 

@@ -61,7 +61,7 @@ def test_vae_eval_prints_a_table_and_writes_json(tmp_path, capsys):
     assert eval_main([run, "--num-samples", "64", "--limit", "50", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "points 50, importance samples K = 64" in out and "NLL" in out
-    saved = json.loads((tmp_path / "run" / "eval-test-K64-first50.json").read_text())
+    saved = json.loads((tmp_path / "run" / "eval-test-K64-random50.json").read_text())
     assert saved["n"] == 50 and saved["num_samples"] == 64 and saved["nll"] > 0
     assert saved["nll"] <= -saved["elbo"] + 1e-6  # the IW bound is tighter than the ELBO
     assert f"{saved['nll']:.2f}" in out

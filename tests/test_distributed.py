@@ -60,7 +60,7 @@ def _rank_main(rank, world, folder):
         log_px = D.iw_log_likelihood(eval_model, eval_guide, data()[:23], **EVAL)
         s = D.importance_sample(eval_model, eval_guide, data()[:23], return_log_weights=True,
                                 **EVAL)
-        torch.save({"params": flat(model, guide), "train_elbo": history.train_elbo,
+        torch.save({"params": flat(model, guide), "objective": history.objective,
                     "fast_path": history.fast_path, "log_px": log_px, "log_w": s.log_weights,
                     "z": s.latent_means["z"], "ess": s.ess},
                    f"{folder}/rank{rank}.pt")
@@ -114,7 +114,7 @@ def two_ranks(tmp_path_factory):
 def test_two_gloo_ranks_train_like_one_process_on_the_same_global_batches(two_ranks, capsys):
     first, second = two_ranks
     assert torch.equal(first["params"], second["params"])  # identical replicas
-    assert first["train_elbo"] == second["train_elbo"]
+    assert first["objective"] == second["objective"]
     expected, elbos = reference(2)
     diff = (first["params"] - expected).abs().max().item()
     moved = (expected - flat(*small_pair())).abs().max().item()
@@ -124,7 +124,7 @@ def test_two_gloo_ranks_train_like_one_process_on_the_same_global_batches(two_ra
               f"{moved:.2e}; with DDP's mean unscaled the gap would be {wrong:.2e})")
     torch.testing.assert_close(first["params"], expected, rtol=1e-5, atol=1e-6)
     assert moved > 1e-2 and wrong > 1e3 * max(diff, 1e-7)
-    assert first["train_elbo"] == pytest.approx(elbos, rel=1e-5)
+    assert first["objective"] == pytest.approx(elbos, rel=1e-5)
     assert first["fast_path"].startswith("off (under DistributedDataParallel")
 
 

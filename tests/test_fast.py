@@ -98,14 +98,14 @@ def test_fast_and_plain_fits_give_the_same_numbers(loss, binary_x, monkeypatch):
     results = {}
     for fast in (False, "auto"):
         model, guide = small_pair()
-        history = fit(model, guide, binary_x, test=binary_x[:16], epochs=3, batch_size=16,
+        history = fit(model, guide, binary_x, valid=binary_x[:16], epochs=3, batch_size=16,
                       loss=loss, fast=fast, progress=False)
         results[fast] = (history, flat(model, guide))
     (plain, p_params), (quick, q_params) = results[False], results["auto"]
     assert plain.fast_path == "off (fast=False)"
     assert "graph captured for batch shape (16, 784)" in quick.fast_path
-    assert quick.train_elbo == pytest.approx(plain.train_elbo, rel=1e-5)
-    assert quick.test_elbo == pytest.approx(plain.test_elbo, rel=1e-5)
+    assert quick.objective == pytest.approx(plain.objective, rel=1e-5)
+    assert quick.valid_elbo == pytest.approx(plain.valid_elbo, rel=1e-5)
     torch.testing.assert_close(q_params, p_params, rtol=1e-4, atol=1e-5)
 
 
@@ -118,7 +118,7 @@ def test_compiled_fast_path_gives_the_same_numbers(binary_x, monkeypatch):
                               progress=False)
     assert "graph captured and compiled for batch shape (16, 784)" in histories[
         "compile"].fast_path
-    assert histories["compile"].train_elbo == pytest.approx(histories[False].train_elbo,
+    assert histories["compile"].objective == pytest.approx(histories[False].objective,
                                                             rel=1e-4)
 
 

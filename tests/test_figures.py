@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from guides import make_guide
-from inference import figures, latent, load_dataset
+from inference import figures, latent, load_dataset, load_run
 from inference.cli import plot_main, train_main
-from inference.runs import load_run
 from inference.visualize import FIGURES, arithmetic, interpolation, save_figures
 from models import make_model
 
@@ -142,7 +141,7 @@ def test_latent_scatter_and_curves(run):
     fig = FIGURES["curves"](model, guide, data, records=saved["history"])
     elbo, recon, kl = fig.axes[:3]
     assert [len(line.get_xdata()) for line in elbo.lines] == [2, 2]  # train, test
-    test_recon = [r["test_reconstruction"] for r in saved["history"]]
+    test_recon = [r["valid_reconstruction"] for r in saved["history"]]
     assert list(recon.lines[1].get_ydata()) == test_recon and len(kl.lines) == 2
 
 

@@ -30,10 +30,10 @@ def flat_params(*modules):
 
 def test_history_is_in_nats_per_point_and_improves(binary_x):
     model, guide = small_pair()
-    history = fit(model, guide, binary_x, test=binary_x[:32], epochs=5, batch_size=16,
+    history = fit(model, guide, binary_x, valid=binary_x[:32], epochs=5, batch_size=16,
                   lr=1e-2, progress=False)
     assert [r["epoch"] for r in history.records] == [1, 2, 3, 4, 5]
-    assert history.test_elbo[-1] > history.test_elbo[0]
+    assert history.valid_elbo[-1] > history.valid_elbo[0]
     # nats per point: the per-point mean of Pyro's summed loss, under the same draws
     x = binary_x[:32]
     pyro.set_rng_seed(1)
@@ -47,7 +47,7 @@ def test_same_seed_same_result_on_cpu(binary_x):
     for _ in range(2):
         model, guide = small_pair()
         history = fit(model, guide, binary_x, epochs=2, batch_size=16, seed=7, progress=False)
-        runs.append((flat_params(model, guide), history.train_elbo))
+        runs.append((flat_params(model, guide), history.objective))
     assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
     model, guide = small_pair()
     fit(model, guide, binary_x, epochs=2, batch_size=16, seed=8, progress=False)
@@ -56,18 +56,19 @@ def test_same_seed_same_result_on_cpu(binary_x):
 
 def test_resume_equals_an_uninterrupted_run(binary_x, tmp_path):
     model, guide = small_pair()
-    straight = fit(model, guide, binary_x, test=binary_x[:8], epochs=4, batch_size=16,
+    straight = fit(model, guide, binary_x, valid=binary_x[:8], epochs=4, batch_size=16,
                    progress=False)
     expected = flat_params(model, guide)
     ckpt = tmp_path / "run" / "checkpoint.pt"
     model, guide = small_pair()
-    fit(model, guide, binary_x, test=binary_x[:8], epochs=2, batch_size=16, checkpoint=ckpt,
+    fit(model, guide, binary_x, valid=binary_x[:8], epochs=2, batch_size=16, checkpoint=ckpt,
         progress=False)
     model, guide = small_pair()  # a fresh process would rebuild the pair from scratch
-    resumed = fit(model, guide, binary_x, test=binary_x[:8], epochs=4, batch_size=16,
+    resumed = fit(model, guide, binary_x, valid=binary_x[:8], epochs=4, batch_size=16,
                   checkpoint=ckpt, resume=True, progress=False)
     assert torch.equal(flat_params(model, guide), expected)
-    assert resumed.train_elbo == straight.train_elbo and resumed.test_elbo == straight.test_elbo
+    assert resumed.objective == straight.objective and resumed.valid_elbo == straight.valid_elbo
+    assert resumed.best_epoch == straight.best_epoch
     assert load_checkpoint(ckpt)["epoch"] == 4
 
 
@@ -125,7 +126,7 @@ def test_corrupted_and_unsafe_checkpoints_are_refused(tmp_path):
     save_checkpoint(ckpt, {"epoch": 1, "w": torch.ones(1000)})
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="corrupted, truncated or not a checkpoint"):
+    with pytest.raises(CheckpointError, match="checkpoint.pt is damaged: its contents no longer"):
         load_checkpoint(ckpt)
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as f:  # a pickle that would run code when loaded without weights_only
@@ -154,7 +155,7 @@ def test_any_pyro_objective_trains(binary_x, loss):
     model, guide = small_pair()
     before = flat_params(model, guide)
     history = fit(model, guide, binary_x, epochs=1, batch_size=16, loss=loss, progress=False)
-    assert torch.isfinite(torch.tensor(history.train_elbo)).all()
+    assert torch.isfinite(torch.tensor(history.objective)).all()
     assert not torch.equal(before, flat_params(model, guide))
 
 
@@ -162,8 +163,8 @@ def test_inputs_as_pairs_and_torch_datasets(binary_x):
     labels = torch.arange(len(binary_x)) % 10
     for data in ((binary_x, labels), TensorDataset(binary_x, labels), TensorDataset(binary_x)):
         model, guide = small_pair()
-        history = fit(model, guide, data, test=data, epochs=1, batch_size=16, progress=False)
-        assert len(history) == 1 and history.test_elbo[0] < 0
+        history = fit(model, guide, data, valid=data, epochs=1, batch_size=16, progress=False)
+        assert len(history) == 1 and history.valid_elbo[0] < 0
 
 
 def test_asking_for_missing_cuda_is_clear():
@@ -176,6 +177,6 @@ def test_asking_for_missing_cuda_is_clear():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fit_on_cuda_keeps_data_on_the_device(binary_x):
     model, guide = small_pair()
-    history = fit(model, guide, binary_x, test=binary_x, epochs=2, device="cuda", progress=False)
+    history = fit(model, guide, binary_x, valid=binary_x, epochs=2, device="cuda", progress=False)
     assert next(model.parameters()).is_cuda and next(guide.parameters()).is_cuda
-    assert history.test_elbo[-1] > history.test_elbo[0] - 5
+    assert history.valid_elbo[-1] > history.valid_elbo[0] - 5
