@@ -93,6 +93,8 @@ def train_parser() -> argparse.ArgumentParser:
     a("--no-figures", action="store_true",
       help=f"do not write {', '.join(TRAIN_FIGURES)} into <out>/figures at the end")
     a("--no-tensorboard", action="store_true", help="no TensorBoard event files in <out>")
+    a("--mlflow", action="store_true", help="log to MLflow too (its MLFLOW_TRACKING_URI); "
+                                            "needs pip install -e '.[mlflow]'")
     a("--no-divergence-check", action="store_true",
       help="keep training when the loss exceeds 1000 nats per data dimension or the "
            "validation ELBO falls below its value before training (README, 'Training')")

@@ -129,31 +129,38 @@ def parse_anneal(text: str, end: float = 1.0) -> Callable[[float], float] | None
 
 
 class TemperatureMessenger(Messenger):
-    """Multiplies the standard deviation of every Gaussian latent site by ``t`` (sampling at a
+    """Multiplies the standard deviation of Gaussian latent sites by ``t`` (sampling at a
     temperature: Kingma & Dhariwal 2018, "Glow"; Vahdat & Kautz 2020, "NVAE"). Below 1 the
-    draws are more typical and less varied. Observed sites are left alone."""
+    draws are more typical and less varied. ``sites`` names the sites (each must be
+    Gaussian); by default every unobserved Gaussian site but the data site ``data``, which a
+    model run without data samples too."""
 
-    def __init__(self, t: float):
+    def __init__(self, t: float, sites: tuple[str, ...] | None = None, data: str = "x"):
         super().__init__()
         if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
-        self.t = float(t)
+        self.t, self.sites, self.data = float(t), sites, data
 
     def _pyro_sample(self, msg):
-        if msg["is_observed"] or site_is_subsample(msg):
+        named = self.sites is not None and msg["name"] in self.sites
+        if msg["is_observed"] or site_is_subsample(msg) or msg["name"] == self.data or (
+                self.sites is not None and not named):
             return
         fn, events = msg["fn"], 0
         while isinstance(fn, torch.distributions.Independent):
             fn, events = fn.base_dist, events + fn.reinterpreted_batch_ndims
         if not isinstance(fn, torch.distributions.Normal):
-            raise ValueError(f"temperature needs Gaussian latent sites; {msg['name']!r} is "
-                             f"{type(fn).__name__}")
+            if named:
+                raise ValueError(f"temperature needs Gaussian latent sites; {msg['name']!r} "
+                                 f"is {type(fn).__name__}")
+            return
         tempered = dist.Normal(fn.loc, fn.scale * self.t)
         msg["fn"] = tempered.to_event(events) if events else tempered
 
 
-def temperature(fn: Callable, t: float = 1.0) -> Callable:
-    """``fn`` (a model) sampling its Gaussian latent sites at temperature ``t``.
+def temperature(fn: Callable, t: float = 1.0, **kwargs) -> Callable:
+    """``fn`` (a model) sampling its Gaussian latent sites at temperature ``t``
+    (``kwargs``: :class:`TemperatureMessenger`'s).
 
     >>> import pyro
     >>> def model():
@@ -161,4 +168,4 @@ def temperature(fn: Callable, t: float = 1.0) -> Callable:
     >>> pyro.poutine.trace(temperature(model, 0.5)).get_trace().nodes["z"]["fn"].scale
     tensor(1.)
     """
-    return fn if t == 1 else TemperatureMessenger(t)(fn)
+    return fn if t == 1 else TemperatureMessenger(t, **kwargs)(fn)

@@ -35,7 +35,7 @@ from inference.data import TensorData
 from inference.datasets import load_splits
 from inference.distributed import Replicas, rank
 from inference.semisupervised import SemiSupervisedData, accuracy
-from inference.tracking import JsonlLog, TensorBoardLog
+from inference.tracking import JsonlLog, MlflowLog, TensorBoardLog
 from inference.train import fit, resolve_device
 from inference.visualize import save_figures
 from models import MODELS, make_model
@@ -134,7 +134,8 @@ def describe_data(data: dict[str, Any]) -> str:
 def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
               explicit: set[str] | None = None, data_dir=None, download: bool = True,
               progress: bool = True, figures=TRAIN_FIGURES, tensorboard: bool = True,
-              divergence: float | None = 1e3, log=print) -> dict[str, Any]:
+              mlflow: bool = False, divergence: float | None = 1e3,
+              log=print) -> dict[str, Any]:
     """Train the pair of ``config`` into the folder ``out``; returns the metrics it saves.
 
     With ``resume=True`` the saved configuration of ``out`` is used; ``explicit`` names the
@@ -146,12 +147,13 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
     with run_lock(out) if main else contextlib.nullcontext():
         if main:
             remove_temporaries(out)  # left by a run killed while writing
+        trackers = {"tensorboard": tensorboard, "mlflow": mlflow}
         return _train_run(config, out, main, resume, explicit or set(), data_dir, download,
-                          progress, figures, tensorboard, divergence, log if main else _silent)
+                          progress, figures, trackers, divergence, log if main else _silent)
 
 
 def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], data_dir,
-               download: bool, progress: bool, figures, tensorboard: bool, divergence, log):
+               download: bool, progress: bool, figures, trackers: dict, divergence, log):
     config = _starting_config(out, config, resume, explicit, log)
     pyro.set_rng_seed(config.seed)
     data = load_data(config, data_dir, download)
@@ -170,7 +172,7 @@ def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], 
              "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__),
                           "python": platform.python_version()}}
     ckpt = out / "checkpoint.pt"
-    logs = _logs(out, saved, ckpt, resume, tensorboard) if main else []
+    logs = _logs(out, saved, ckpt, resume, **trackers) if main else []
     if main:
         save_json(out / "config.json", saved)
     start = time.perf_counter()
@@ -191,11 +193,14 @@ def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], 
             each.close()
 
 
-def _logs(out: Path, saved: dict, ckpt: Path, resume: bool, tensorboard: bool) -> list:
+def _logs(out: Path, saved: dict, ckpt: Path, resume: bool, tensorboard: bool,
+          mlflow: bool) -> list:
     records = load_checkpoint(ckpt)["history"] if resume and ckpt.exists() else []
     logs = [JsonlLog(out / "metrics.jsonl", records)]
     if tensorboard:
         logs.append(TensorBoardLog(out / "tensorboard", saved))
+    if mlflow:
+        logs.append(MlflowLog(out, saved))
     return logs
 
 
@@ -216,10 +221,15 @@ def _finish(config, out, main, model, guide, data, history, saved, figures, logs
         log(f"test accuracy of q(y | x): {metrics['test_accuracy']:.4f}")
     save_json(out / "metrics.json", metrics)
     if figures:
-        boards = [each for each in logs if isinstance(each, TensorBoardLog)]
+        boards = [each for each in logs if hasattr(each, "figure")]
+
+        def to_boards(name, fig):
+            for board in boards:
+                board.figure(name, fig)
+
         _log_figures(save_figures(model, guide, data["test"], out / "figures", figures,
                                   records=history.records, seed=config.seed,
-                                  on_figure=boards[0].figure if boards else None), log)
+                                  on_figure=to_boards), log)
     return metrics
 
 

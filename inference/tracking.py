@@ -1,4 +1,4 @@
-"""Experiment logs of a run folder: ``metrics.jsonl`` and TensorBoard event files.
+"""Experiment logs of a run folder: ``metrics.jsonl``, TensorBoard event files, MLflow.
 
 Both are fed each epoch's record by :func:`inference.fit`'s ``on_epoch``. ``metrics.jsonl``
 holds one JSON line per finished epoch; a resumed run rewrites it from its checkpoint's
@@ -18,7 +18,7 @@ from typing import Any
 from inference.checkpoint import WriteError, atomic_write
 
 # Record keys drawn as TensorBoard scalars, and their tags.
-SCALARS = {"objective": "objective (running)", "lr": "lr", "beta": "beta", "seconds": "seconds",
+SCALARS = {"objective": "objective/running", "lr": "lr", "beta": "beta", "seconds": "seconds",
            **{f"{split}_{k}": f"{split}/{k}" for split in ("train", "valid")
               for k in ("elbo", "reconstruction", "kl")}}
 
@@ -74,3 +74,36 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class MlflowLog:
+    """The same to MLflow (``pip install -e ".[mlflow]"``): the run's settings as params,
+    each epoch's scalars as metrics, the configuration and figures as artifacts. Where it
+    logs is MLflow's own setting (``MLFLOW_TRACKING_URI``); the MLflow run's id is kept in
+    ``mlflow_run_id`` in the run folder, so a resumed run logs into the same MLflow run."""
+
+    def __init__(self, folder: str | Path, config: dict[str, Any]):
+        try:
+            import mlflow
+        except ImportError as e:
+            raise ValueError("--mlflow needs MLflow: pip install -e '.[mlflow]'") from e
+        self.mlflow, self.id_file = mlflow, Path(folder) / "mlflow_run_id"
+        known = self.id_file.read_text().strip() if self.id_file.exists() else None
+        run = mlflow.start_run(run_id=known, run_name=None if known else Path(folder).name)
+        atomic_write(self.id_file, lambda f: f.write(run.info.run_id.encode()))
+        if known is None:
+            mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v
+                               for k, v in config.get("run", {}).items()})
+            mlflow.log_dict(config, "config.json")
+        self.epoch = 0
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.epoch = record["epoch"]
+        self.mlflow.log_metrics({tag: float(record[key]) for key, tag in SCALARS.items()
+                                 if isinstance(record.get(key), numbers.Real)}, step=self.epoch)
+
+    def figure(self, name: str, fig) -> None:
+        self.mlflow.log_figure(fig, f"figures/{name}.png")
+
+    def close(self) -> None:
+        self.mlflow.end_run()
