@@ -214,7 +214,7 @@ def test_small_tools_encode_temperature_and_list(run, tmp_path):
 
 def test_readme_lists_every_registered_pair_and_command():
     readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("Registered now:"):]
+    table = readme[readme.index("Registered now"):]
     for name in [*MODELS, *GUIDES]:
         assert f"`{name}`" in table, name
     for command in ("vae-train", "vae-eval", "vae-plot", "vae-sample", "vae-encode"):
