@@ -170,6 +170,14 @@ def final_line(metrics: dict, out: Path) -> str:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
+    """vae-eval; under torchrun the ranks share the points and rank 0 writes (README)."""
+    try:
+        return _eval_main(argv)
+    finally:
+        distributed.close()
+
+
+def _eval_main(argv: list[str] | None) -> int:
     parser = eval_parser()
     args = parser.parse_args(argv)
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from inference.capture import Captured
 from inference.data import as_data
+from inference.diagnostics import psis_khat
 from inference.programs import device_of, owner, program
 from inference.traces import log_weights, particle_dim, sample_sites
 from inference.validate import optional, positive_int
@@ -56,6 +57,7 @@ class ImportanceSummary:
     latent_means: dict[str, torch.Tensor] = field(default_factory=dict)
     log_weights: torch.Tensor | None = None
     fast_path: str = "off"
+    khat: torch.Tensor | None = None  # (N,) Pareto k̂ of each point's weights, if asked
 
     @property
     def mc_stderr(self) -> torch.Tensor:
@@ -106,6 +108,7 @@ class _Accumulator:
         self.lse = self.lse2 = self.sum_lw = self.sum_lik = None
         self.z_sums: dict[str, torch.Tensor] = {}
         self.chunks: list[torch.Tensor] = []
+        self.khat: torch.Tensor | None = None
         self.dtype = torch.get_default_dtype()
 
     def add(self, log_w, log_lik, draws, keep: bool) -> None:
@@ -143,7 +146,7 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
                       chunk_size: int | None = None, batch_size: int | None = None,
                       return_log_weights: bool = False, progress: bool = False,
                       fast: bool | str = "auto", seed: int | None = None,
-                      first_index: int = 0) -> ImportanceSummary:
+                      first_index: int = 0, khat: bool = False) -> ImportanceSummary:
     """One importance-sampling pass over ``x`` with ``num_samples`` particles per point.
 
     ``x`` is a tensor (N, D) (``y`` its labels) or anything :func:`~inference.fit` takes.
@@ -158,7 +161,9 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     ``seed`` and its first point's index (counted from ``first_index``), so a point's
     estimate does not depend on the batches before it: a set split into runs of whole
     batches gives what one pass does (:mod:`inference.distributed`). The generator's state
-    is restored afterwards.
+    is restored afterwards. ``khat=True`` adds each point's Pareto k̂
+    (:func:`~inference.diagnostics.psis_khat`), computed batch by batch, so the (K, N)
+    weights need not be kept.
     """
     positive_int("num_samples", num_samples)
     optional(positive_int, "chunk_size", chunk_size)
@@ -189,7 +194,10 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
                 k = min(chunk, num_samples - start)
                 main = compiled is not None and k == chunk and len(xb) == batch
                 out = compiled(xb, yb) if main else chunk_log_weights(model, guide, xb, yb, k, dim)
-                acc.add(*out, keep=return_log_weights)
+                acc.add(*out, keep=return_log_weights or khat)
+            if khat:
+                acc.khat = psis_khat(torch.cat(acc.chunks)).khat
+                acc.chunks = acc.chunks if return_log_weights else []
             results.append(acc)
             bar.update()
     summary = _summarize(results, num_samples, return_log_weights)
@@ -211,7 +219,8 @@ def _summarize(results: list[_Accumulator], k: int, keep: bool) -> ImportanceSum
     return ImportanceSummary(
         log_likelihood=lse - math.log(k), elbo=cat("sum_lw") / k, log_lik=cat("sum_lik") / k,
         ess=(2 * lse - lse2).exp(), num_samples=k, latent_means=means,
-        log_weights=torch.cat([torch.cat(a.chunks) for a in results], dim=1) if keep else None)
+        log_weights=torch.cat([torch.cat(a.chunks) for a in results], dim=1) if keep else None,
+        khat=cat("khat") if results[0].khat is not None else None)
 
 
 def iw_log_likelihood(model, guide, x, *, y=None, num_samples: int = 5000,

@@ -107,12 +107,21 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
     class: its first points are no sample of it). Writes ``<stem>.json`` (the summary) and
     ``<stem>-points.pt`` (per-point NLL, its error and k̂, and the rows scored), with
     ``stem = eval-<split>-K<K>`` plus ``-random<limit>``, ``-seed<seed>`` and ``-last`` when
-    set, so evaluations with other settings never overwrite each other.
+    set, so evaluations with other settings never overwrite each other. Each batch of points
+    draws from its own seed (from ``seed`` and its first point), so under torchrun the ranks
+    share the points and rank 0 writes what one process would.
     """
+    from inference.distributed import Replicas
     from inference.scores import format_scores, score
+    from inference.train import resolve_device
 
     optional(positive_int, "limit", limit)
     out = Path(out)
+    replicas = Replicas.join(resolve_device(device))  # torchrun's group, None in one process
+    if replicas is not None:
+        device = replicas.device
+        log = log if replicas.is_main else (lambda *a, **k: None)
+        log(replicas.describe())
     model, guide, saved = load_run(out, device, checkpoint=checkpoint)
     run = run_config(out, saved)
     data = run_split(run, split, data_dir, download)
@@ -120,19 +129,22 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
     log(f"run {out}: {run.model} + {run.guide}, {saved['checkpoint']} (epoch "
         f"{saved['epoch']}); {data.info['name']} {split} ({data.info['binarize']})"
         + ("" if limit is None else f", {data.info['rows']}"))
-    pyro.set_rng_seed(seed)
     start = time.perf_counter()
     summary, points = score(model, guide, data, num_samples=num_samples, chunk_size=chunk_size,
-                            batch_size=batch_size, progress=progress, fast=fast)
+                            batch_size=batch_size, progress=progress and replicas is None,
+                            fast=fast, seed=seed)
     summary.update({"run": str(out), "split": split, "seed": seed, "data": data.info,
                     "checkpoint": saved["checkpoint"], "epoch": saved["epoch"],
                     "seconds": time.perf_counter() - start,
                     "device": str(next(model.parameters()).device)})
+    if replicas is not None:
+        summary["processes"] = replicas.world
     log(format_scores(summary))
     stem = eval_stem(split, num_samples, limit, seed, checkpoint)
-    save_json(out / f"{stem}.json", summary)
-    save_checkpoint(out / f"{stem}-points.pt", points)
-    log(f"wrote {out / stem}.json and {stem}-points.pt")
+    if replicas is None or replicas.is_main:
+        save_json(out / f"{stem}.json", summary)
+        save_checkpoint(out / f"{stem}-points.pt", points)
+        log(f"wrote {out / stem}.json and {stem}-points.pt")
     return summary
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from inference.data import as_data
-from inference.diagnostics import KHAT_BAD, khat_summary, psis_khat
+from inference.diagnostics import KHAT_BAD, khat_summary
 from inference.marginal import importance_sample
 from inference.programs import probe_sites
 
@@ -32,18 +32,24 @@ def active_units(latent_means: dict[str, torch.Tensor],
 
 
 def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int | None = None,
-          batch_size: int | None = None, khat: bool = True,
-          progress: bool = False, fast: bool | str = "auto") -> tuple[dict, dict]:
+          batch_size: int | None = None, khat: bool = True, progress: bool = False,
+          fast: bool | str = "auto", seed: int | None = None) -> tuple[dict, dict]:
     """Summary scores of a pair on ``data`` and per-point tensors (nll, nll_mc_stderr, khat).
 
     All scores are per data point, in nats (log p and ELBO: higher is better; NLL: lower).
+    With ``seed`` each batch of points draws from its own seed (:func:`~inference.marginal.
+    batch_seed`), and in a process group (torchrun) the ranks share the points
+    (:func:`inference.distributed.importance_sample`): the estimates are the same either way.
     """
+    from inference.distributed import importance_sample as sharded  # it builds on marginal
+
     data = as_data(data)
     head = data.head(min(2, len(data)))
     labels = head[1] is not None and probe_sites(model, guide, *head).y is not None
-    s = importance_sample(model, guide, data, num_samples=num_samples, chunk_size=chunk_size,
-                          batch_size=batch_size, return_log_weights=khat, progress=progress,
-                          fast=fast)
+    kwargs = {"num_samples": num_samples, "chunk_size": chunk_size, "batch_size": batch_size,
+              "fast": fast, "khat": khat}
+    s = (importance_sample(model, guide, data, progress=progress, **kwargs) if seed is None
+         else sharded(model, guide, data, seed=seed, progress=progress, **kwargs))
     nll = -s.log_likelihood.double()
     n, dims = len(nll), data.head(1)[0][0].numel()
     mc_se = s.mc_stderr.double()
@@ -64,9 +70,8 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
     }
     points = {"nll": nll.float().cpu(), "nll_mc_stderr": mc_se.float().cpu()}
     if khat:
-        diag = psis_khat(s.log_weights)
-        summary.update(khat_summary(diag.khat))
-        points["khat"] = diag.khat.float().cpu()
+        summary.update(khat_summary(s.khat))
+        points["khat"] = s.khat.float().cpu()
     return summary, points
 
 

@@ -38,7 +38,8 @@ def _joined(parts: list[ImportanceSummary], device: torch.device) -> ImportanceS
 def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
                       chunk_size: int | None = None, batch_size: int | None = None,
                       seed: int = 0, return_log_weights: bool = False,
-                      fast: bool | str = "auto") -> ImportanceSummary:
+                      fast: bool | str = "auto", khat: bool = False,
+                      progress: bool = False) -> ImportanceSummary:
     """:func:`inference.marginal.importance_sample` over ``x`` split across the ranks.
 
     The points are cut into batches sized for the whole set (as one process would), each
@@ -61,7 +62,7 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
         part = marginal.importance_sample(
             model, guide, _rows(data, lo, hi), num_samples=num_samples,
             chunk_size=chunk, batch_size=batch, return_log_weights=return_log_weights,
-            fast=fast, seed=seed, first_index=lo)
+            fast=fast, seed=seed, first_index=lo, khat=khat, progress=progress)
     if w == 1 or not dist.is_initialized():
         return part
     parts: list[ImportanceSummary | None] = [None] * w
