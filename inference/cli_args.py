@@ -67,7 +67,7 @@ def train_parser() -> argparse.ArgumentParser:
                                 "binarized-mnist has its own; 0: none)")
     a("--train-limit", type=int, help="train on a random subset of N images (debugging)")
     a("--loss", choices=list(LOSSES),
-      help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl, m2")
+      help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl, m2, vq")
     a("--num-particles", type=int, help="samples of z per data point in the objective")
     a("--fast", choices=("auto", "compile", "off"),
       help="fast path: auto (default; compiles on CUDA), compile (on the CPU too), off "
@@ -85,6 +85,9 @@ def train_parser() -> argparse.ArgumentParser:
                        ", rising to --beta")
     a("--labels", type=int, help="semi-supervised: keep N labels (balanced), hide the rest")
     a("--alpha", type=float, help="loss m2: weight of the classification term (default 46)")
+    a("--prior-epochs", type=int, help="VQ-VAE: then fit its code prior for N epochs on the "
+                                       "training set's codes (needs the model's "
+                                       "prior 'transformer')")
     a("--seed", type=int, help="default 0")
     a("--out", type=Path, help="run folder (default runs/<date>-<time>)")
     a("--resume", action="store_true", help="continue the run in --out from its checkpoint")

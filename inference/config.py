@@ -26,6 +26,7 @@ from inference.validate import (
     positive_float,
     positive_int,
 )
+from inference.vq import VQELBO
 from models import MODELS
 
 LOSSES: dict[str, type[ELBO]] = {
@@ -36,6 +37,7 @@ LOSSES: dict[str, type[ELBO]] = {
     "dreg": DReG,  # the same bound, doubly reparameterized guide gradient (Tucker et al. 2018)
     "stl": STL,  # the same bound, "sticking the landing" guide gradient (Roeder et al. 2017)
     "m2": SemiSupervisedELBO,  # TraceEnum_ELBO + α·classification (Kingma et al. 2014)
+    "vq": VQELBO,  # the VQ-VAE's bound + codebook and commitment losses (van den Oord 2017)
 }
 SCHEDULES = {"constant": None, "iwae": iwae_schedule}
 # RunConfig fields a resumed run may change; the others must match the saved run.
@@ -70,6 +72,7 @@ class RunConfig:
     beta: float = 1.0  # weight of the latent sites' log-densities in training (β-VAE)
     anneal: str = "none"  # none, linear:EPOCHS or cyclical:PERIOD[:RATIO], rising to beta
     labels: int | None = None  # semi-supervised: keep this many labels, hide the others
+    prior_epochs: int = 0  # VQ-VAE: epochs of its code prior's fit after the VQ-VAE's
     alpha: float = 46.0  # loss m2: weight of the classification term
     seed: int = 0
     device: str = "auto"
@@ -93,6 +96,7 @@ class RunConfig:
         optional(positive_int, "z_dim", self.z_dim)
         optional(positive_int, "labels", self.labels)
         optional(non_negative_int, "valid", self.valid)
+        non_negative_int("prior_epochs", self.prior_epochs)
         optional(positive_int, "train_limit", self.train_limit)
         optional(positive_int, "patience", self.patience)
         optional(positive_float, "clip_norm", self.clip_norm)
@@ -129,6 +133,8 @@ def make_loss(config: RunConfig) -> ELBO:
     cls = LOSSES[config.loss]
     if cls is SemiSupervisedELBO:
         return cls(alpha=config.alpha, num_particles=config.num_particles)
+    if cls is VQELBO:
+        return cls(num_particles=config.num_particles)
     if issubclass(cls, LogWeightObjective):
         return cls(num_particles=config.num_particles, max_plate_nesting=1)
     return cls(num_particles=config.num_particles, vectorize_particles=config.num_particles > 1,

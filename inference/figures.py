@@ -133,3 +133,15 @@ def curves_figure(records: Sequence[dict]):
         else:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
     return fig
+
+
+def codebook_figure(counts: torch.Tensor, title: str):
+    """How often each code of a codebook is used, codes sorted by use (a bar per code)."""
+    fig = _figure(8, 2.6)
+    ax = fig.subplots()
+    share = (counts.double() / counts.sum()).sort(descending=True).values
+    ax.bar(range(len(share)), share.cpu().numpy(), width=1.0)
+    ax.set_xlabel("code (sorted by use)")
+    ax.set_ylabel("share of positions")
+    ax.set_title(title, fontsize=9)
+    return fig

@@ -70,7 +70,7 @@ def _chunk(model, guide, x, y, *, k: int, dim: int):
     n = len(x)  # one particle has no particle dim: every draw becomes (k, N, *event)
     return log_w, log_lik, {name: site["value"].reshape(k, n, *site["fn"].event_shape)
                             for name, site in sample_sites(g)
-                            if not site["fn"].support.is_discrete}
+                            if not site["is_observed"] and not site["fn"].support.is_discrete}
 
 
 @torch.no_grad()
@@ -203,6 +203,19 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     summary = _summarize(results, num_samples, return_log_weights)
     summary.fast_path = "eager" if compiled is None else compiled.note
     return summary
+
+
+@torch.no_grad()
+def is_point_mass(guide, x: torch.Tensor, y: torch.Tensor | None = None) -> bool:
+    """Whether every latent site of the guide is a point mass (``Delta``): its bound is then
+    the same for any number of importance samples (the VQ-VAE's guide)."""
+    guide = program(guide, "guide")
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        tr = pyro.poutine.trace(guide).get_trace(x, y)
+    latent = [s["fn"] for _, s in sample_sites(tr) if not s["is_observed"]]
+    return bool(latent) and all(isinstance(getattr(fn, "base_dist", fn), pyro.distributions.Delta)
+                                for fn in latent)
 
 
 def batch_seed(seed: int, first_index: int) -> int:

@@ -152,6 +152,8 @@ class Sites:
     @property
     def z(self) -> str:
         """The latent site figures encode and decode: ``z`` if there is one, else the first."""
+        if not self.latent:
+            raise ValueError("this model has no latent site: it is fully observed")
         return "z" if "z" in self.latent else self.latent[0]
 
 
@@ -200,9 +202,6 @@ def discover_sites(model_trace, x: torch.Tensor, y: torch.Tensor | None = None,
                                                                         exclude=y_site)
     latent = _named(names, "z", all_names) or [
         n for n, s in sites if not s["is_observed"] and n not in (x_site, y_site)]
-    if not latent:
-        raise PairError(f"the model has no latent site (sample sites: {', '.join(all_names)}); "
-                        f"a VAE samples z from a prior before it observes x")
     return Sites(x=x_site, latent=tuple(latent), y=y_site,
                  plate=data_plate_name(x_site, model_trace.nodes[x_site], len(x)))
 

@@ -3,6 +3,7 @@ samples (``vae-sample``) and encodings (``vae-encode``)."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from inference.checkpoint import CheckpointError, atomic_write, save_checkpoint,
 from inference.config import RunConfig
 from inference.data import TensorData
 from inference.datasets import DEFAULT_VALID, load_dataset
+from inference.marginal import is_point_mass
+from inference.programs import device_of, owner
 from inference.run_folder import load_run
 from inference.runs import _log_figures
 from inference.validate import optional, positive_float, positive_int
@@ -129,6 +132,11 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
     log(f"run {out}: {run.model} + {run.guide}, {saved['checkpoint']} (epoch "
         f"{saved['epoch']}); {data.info['name']} {split} ({data.info['binarize']})"
         + ("" if limit is None else f", {data.info['rows']}"))
+    point_mass = is_point_mass(guide, *data.to(device_of(model, guide)).head(2))
+    if point_mass and num_samples > 1:
+        log(f"the guide is a point mass: its bound is the same for any K, scored with K = 1 "
+            f"(not {num_samples})")
+        num_samples = 1
     start = time.perf_counter()
     summary, points = score(model, guide, data, num_samples=num_samples, chunk_size=chunk_size,
                             batch_size=batch_size, progress=progress and replicas is None,
@@ -139,6 +147,9 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
                     "device": str(next(model.parameters()).device)})
     if replicas is not None:
         summary["processes"] = replicas.world
+    length = getattr(owner(model), "length", None)  # latent positions of a code grid
+    if point_mass and length:
+        summary["rate_bits_per_position"] = summary["kl"] / (length * math.log(2))
     log(format_scores(summary))
     stem = eval_stem(split, num_samples, limit, seed, checkpoint)
     if replicas is None or replicas.is_main:

@@ -28,6 +28,7 @@ from inference.checkpoint import (
     load_json,
     remove_temporaries,
     run_lock,
+    save_checkpoint,
     save_json,
 )
 from inference.config import RESUMABLE, SCHEDULES, RunConfig, make_loss, training_beta
@@ -38,7 +39,7 @@ from inference.semisupervised import SemiSupervisedData, accuracy
 from inference.tracking import JsonlLog, MlflowLog, TensorBoardLog
 from inference.train import fit, resolve_device
 from inference.visualize import save_figures
-from models import MODELS, make_model
+from models import MODELS, make_model, tie
 
 # Figures vae-train writes into out/figures at the end of every run.
 TRAIN_FIGURES = ("reconstructions", "samples", "curves")
@@ -58,6 +59,7 @@ def build_pair(config: RunConfig, data: TensorData):
     model_cls, guide_cls = MODELS[config.model], GUIDES[config.guide]
     model = make_model(config.model, **_module_config(model_cls, config, config.model_config, data))
     guide = make_guide(config.guide, **_module_config(guide_cls, config, config.guide_config, data))
+    tie(model, guide)
     return model, guide
 
 
@@ -186,8 +188,11 @@ def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], 
                       checkpoint=ckpt, resume=resume, progress=progress, config=saved,
                       fast=False if config.fast == "off" else config.fast,
                       on_epoch=logs, report=None if progress else log)
-        return _finish(config, out, main, model, guide, data, history, saved, figures, logs,
-                       device, time.perf_counter() - start, log)
+        prior = (_fit_prior(config, out, main, model, guide, data, device, resume, progress,
+                            saved, log) if config.prior_epochs else None)
+        metrics = _finish(config, out, main, model, guide, data, history, saved, figures, logs,
+                          device, time.perf_counter() - start, log, prior)
+        return metrics
     finally:
         for each in logs:
             each.close()
@@ -204,8 +209,40 @@ def _logs(out: Path, saved: dict, ckpt: Path, resume: bool, tensorboard: bool,
     return logs
 
 
+def _fit_prior(config, out: Path, main: bool, model, guide, data, device, resume: bool,
+               progress: bool, saved: dict, log) -> dict[str, Any]:
+    """The VQ-VAE's second stage (:func:`inference.vq.fit_code_prior`), checkpointed in
+    ``out/prior``; ``best.pt`` then holds the chosen VQ-VAE with its fitted prior."""
+    import math
+
+    from inference.run_folder import checkpoint_path
+    from inference.vq import fit_code_prior
+
+    ckpt = out / "prior" / "checkpoint.pt"
+    log(f"code prior: {config.prior_epochs} epochs of maximum likelihood on the training "
+        f"set's codes")
+    history = fit_code_prior(model, guide, data["train"], data["valid"],
+                             epochs=config.prior_epochs, batch_size=config.batch_size,
+                             lr=config.lr, device=device, seed=config.seed, checkpoint=ckpt,
+                             resume=resume and ckpt.exists(), progress=progress,
+                             report=None if progress else log, train_eval_points=0,
+                             config={"for": saved["model"]})
+    if main:
+        state = load_checkpoint(checkpoint_path(out, "best"))
+        state["model"] = model.state_dict()  # the chosen epoch's VQ-VAE, its prior fitted
+        save_checkpoint(out / "best.pt", state)
+    best = history.best_epoch or len(history)
+    nll = -history[best - 1]["valid_elbo"] if history.best_epoch else None
+    summary = {"epochs": len(history), "best_epoch": history.best_epoch, "valid_nll": nll}
+    if nll is not None:
+        summary["valid_bits_per_position"] = nll / (model.length * math.log(2))
+        log(f"code prior: valid −log p(k) {nll:.2f} nats, "
+            f"{summary['valid_bits_per_position']:.3f} bits per position (epoch {best})")
+    return summary
+
+
 def _finish(config, out, main, model, guide, data, history, saved, figures, logs, device,
-            seconds, log) -> dict[str, Any]:
+            seconds, log, prior=None) -> dict[str, Any]:
     """Report, save metrics.json and the figures; returns the metrics."""
     log(f"fast path: {history.fast_path}")
     test = history.test or {}
@@ -214,6 +251,8 @@ def _finish(config, out, main, model, guide, data, history, saved, figures, logs
                "data": saved["data"], "history": history.records}
     if history.best_epoch is not None:
         metrics["best_valid_elbo"] = history[history.best_epoch - 1]["valid_elbo"]
+    if prior is not None:
+        metrics["prior"] = prior
     if not main:
         return metrics
     if config.loss == "m2":

@@ -44,6 +44,7 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
     from inference.distributed import importance_sample as sharded  # it builds on marginal
 
     data = as_data(data)
+    khat = khat and num_samples > 1  # one weight per point has no tail
     head = data.head(min(2, len(data)))
     labels = head[1] is not None and probe_sites(model, guide, *head).y is not None
     kwargs = {"num_samples": num_samples, "chunk_size": chunk_size, "batch_size": batch_size,
@@ -86,7 +87,9 @@ def format_scores(s: dict[str, Any]) -> str:
         f"  bits per dim    {s['bits_per_dim']:9.4f}",
         f"  ELBO            {s['elbo']:9.2f} nats",
         f"  reconstruction  {s['reconstruction']:9.2f} nats",
-        f"  KL              {s['kl']:9.2f} nats",
+        f"  KL              {s['kl']:9.2f} nats" + (
+            f"  (rate: {s['rate_bits_per_position']:.3f} bits per latent position)"
+            if "rate_bits_per_position" in s else ""),
         f"  active units    {units}",
         f"  ESS (median)    {s['ess_median']:9.1f} of {s['num_samples']}",
         f"  fast path       {s['fast_path']}",

@@ -177,7 +177,15 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.after_step()
         return value
+
+    def after_step(self) -> None:
+        """An objective that keeps state between steps (the VQ-VAE's codebook averages)
+        updates it after each optimizer step, through its ``after_step()``."""
+        hook = getattr(self.loss, "after_step", None)
+        if hook is not None:
+            hook()
 
     def _check_loss(self, running: float, dims: int, epoch: int, step: int) -> None:
         if not math.isfinite(running):
@@ -239,6 +247,9 @@ class Trainer:
                 group["lr"] = base * self.lr_schedule(epoch)
         objective, steps = self.train_epoch(train, epoch, epochs, batch_size)
         record: dict[str, Any] = {"epoch": epoch, "objective": objective}
+        extra = getattr(self.loss, "epoch_metrics", None)  # e.g. a codebook's usage
+        if extra is not None:
+            record.update(extra())
         if self.train_eval_points and isinstance(train, TensorData):
             scores = self.score(train.take(self.train_eval_points))
             record.update({f"train_{k}": scores[k] for k in SCORES})

@@ -143,10 +143,27 @@ def curves(model, guide, data: TensorData, records: Sequence[dict] = (),
     return figures.curves_figure(records)
 
 
+def codebook(model, guide, data: TensorData, n: int = 2000, sites: Sites | None = None,
+             label: int | None = None):
+    """The share of the test images' latent positions each code of a VQ-VAE takes."""
+    book = getattr(owner(guide), "codebook", None)
+    if book is None:
+        raise ValueError("the codebook figure needs a guide with a codebook (vqvae)")
+    from inference.vq import encode_codes
+
+    codes = encode_codes(guide, data.subset(min(n, len(data)))).x.long()  # (n, L)
+    counts = torch.bincount(codes.reshape(-1), minlength=book.num_codes)
+    p = counts.double() / counts.sum()
+    perplexity = float((-(p[p > 0] * p[p > 0].log()).sum()).exp())
+    title = (f"{int((counts > 0).sum())} of {book.num_codes} codes used by {len(codes)} test "
+             f"images, perplexity {perplexity:.1f}")
+    return figures.codebook_figure(counts, title)
+
+
 FIGURES: dict[str, Callable] = {
     "reconstructions": reconstructions, "samples": samples, "interpolation": interpolation,
     "arithmetic": arithmetic, "traversals": traversals, "manifold": manifold,
-    "latents": latents, "curves": curves,
+    "latents": latents, "curves": curves, "codebook": codebook,
 }
 
 

@@ -87,6 +87,17 @@ def discover(package_name: str, package_path: list[str]) -> None:
             importlib.import_module(f"{package_name}.{info.name}")
 
 
+def tie(model, guide) -> None:
+    """Let a model use a network of its guide, where its class asks for one with a
+    ``tie(guide)`` method (the VQ-VAE's codebook belongs to its guide). Called once after
+    both are built: by ``vae-train`` (``inference.runs.build_pair``) and ``load_run``; call
+    it in Python after ``make_model`` and ``make_guide``. A shared network is one module with
+    two names: optimizers, checkpoints and DDP see each of its parameters once."""
+    link = getattr(model, "tie", None)
+    if link is not None:
+        link(guide)
+
+
 def data_size(x: torch.Tensor | None, y: torch.Tensor | None = None) -> int:
     """N of the data plate: rows of ``x``, else rows of ``y``, else 1 (one prior draw)."""
     if x is not None:

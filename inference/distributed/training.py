@@ -88,6 +88,7 @@ class DistributedTrainer(Trainer):
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.after_step()
         return value.detach() * (weight > 0)
 
     def train_epoch(self, data, epoch: int, epochs: int, batch_size: int) -> tuple[float, int]:
