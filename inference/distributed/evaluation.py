@@ -14,6 +14,7 @@ from inference.data import TensorData, as_data
 from inference.distributed.group import peers, rank, shard_bounds, world_size
 from inference.marginal import ImportanceSummary, default_sizes
 from inference.programs import device_of, program
+from inference.validate import optional, positive_int
 
 
 def _rows(data: Any, lo: int, hi: int) -> TensorData:
@@ -49,6 +50,9 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     chunk sizes; they are gathered to every rank in the original order. Without a process
     group this is that single-process call.
     """
+    positive_int("num_samples", num_samples)
+    optional(positive_int, "chunk_size", chunk_size)
+    optional(positive_int, "batch_size", batch_size)
     model, guide = program(model, "model"), program(guide, "guide")
     data = as_data(x if y is None else (x, y))
     device = device_of(model, guide)
