@@ -165,6 +165,9 @@ def final_line(metrics: dict, out: Path) -> str:
                                                      if metrics.get("stopped_early") else "")
     which = (f"the weights of epoch {metrics['best_epoch']}, best on validation of {ran}"
              if metrics.get("best_epoch") else f"the weights after {ran}")
+    if "test_uniform_prior" in metrics:
+        fitted = metrics["prior"]["epochs"]
+        which += f", and its code prior fitted for {fitted} epoch{'s' * (fitted != 1)}"
     return (f"final test ELBO: {metrics['test_elbo']:.2f} nats per image, with {which}; run "
             f"saved in {out}")
 

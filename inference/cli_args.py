@@ -68,6 +68,8 @@ def train_parser() -> argparse.ArgumentParser:
     a("--train-limit", type=int, help="train on a random subset of N images (debugging)")
     a("--loss", choices=list(LOSSES),
       help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl, m2, vq")
+    a("--loss-config", type=_json_dict,
+      help="other arguments of the objective as JSON, e.g. '{\"restart_below\": null}'")
     a("--num-particles", type=int, help="samples of z per data point in the objective")
     a("--fast", choices=("auto", "compile", "off"),
       help="fast path: auto (default; compiles on CUDA), compile (on the CPU too), off "

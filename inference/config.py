@@ -55,6 +55,7 @@ class RunConfig:
     activation: str | None = None
     model_config: dict[str, Any] = field(default_factory=dict)
     guide_config: dict[str, Any] = field(default_factory=dict)
+    loss_config: dict[str, Any] = field(default_factory=dict)  # the objective's own options
     dataset: str = "embedded"
     binarize: str = "dynamic"
     valid: int | None = None  # training images held out for validation (None: DEFAULT_VALID)
@@ -106,7 +107,7 @@ class RunConfig:
         positive_float("adam_eps", self.adam_eps)
         non_negative_float("beta", self.beta)
         non_negative_float("alpha", self.alpha)
-        for name in ("model_config", "guide_config"):
+        for name in ("model_config", "guide_config", "loss_config"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
         parse_anneal(self.anneal, self.beta)  # a bad spelling fails before any work
@@ -130,15 +131,25 @@ class RunConfig:
 
 
 def make_loss(config: RunConfig) -> ELBO:
-    cls = LOSSES[config.loss]
+    """The objective of ``config.loss``, with ``config.loss_config``'s extra keyword
+    arguments (e.g. VQELBO's ``{"restart_below": null}``: no dead-code restarts)."""
+    cls, extra = LOSSES[config.loss], dict(config.loss_config)
     if cls is SemiSupervisedELBO:
-        return cls(alpha=config.alpha, num_particles=config.num_particles)
-    if cls is VQELBO:
-        return cls(num_particles=config.num_particles)
-    if issubclass(cls, LogWeightObjective):
-        return cls(num_particles=config.num_particles, max_plate_nesting=1)
-    return cls(num_particles=config.num_particles, vectorize_particles=config.num_particles > 1,
-               max_plate_nesting=1)
+        kwargs = {"alpha": config.alpha, "num_particles": config.num_particles}
+    elif cls is VQELBO:
+        kwargs = {"num_particles": config.num_particles}
+    elif issubclass(cls, LogWeightObjective):
+        kwargs = {"num_particles": config.num_particles, "max_plate_nesting": 1}
+    else:
+        kwargs = {"num_particles": config.num_particles,
+                  "vectorize_particles": config.num_particles > 1, "max_plate_nesting": 1}
+    clash = sorted(set(extra) & set(kwargs))
+    if clash:
+        raise ValueError(f"loss_config cannot set {', '.join(clash)}: use its own flag")
+    try:
+        return cls(**kwargs, **extra)
+    except TypeError as e:
+        raise ValueError(f"loss {config.loss!r} does not take loss_config {extra}: {e}") from None
 
 
 def training_beta(config: RunConfig):

@@ -219,8 +219,8 @@ def _fit_prior(config, out: Path, main: bool, model, guide, data, device, resume
     from inference.vq import fit_code_prior
 
     ckpt = out / "prior" / "checkpoint.pt"
-    log(f"code prior: {config.prior_epochs} epochs of maximum likelihood on the training "
-        f"set's codes")
+    log(f"code prior: {config.prior_epochs} epoch{'s' * (config.prior_epochs != 1)} of maximum "
+        f"likelihood on the training set's codes")
     history = fit_code_prior(model, guide, data["train"], data["valid"],
                              epochs=config.prior_epochs, batch_size=config.batch_size,
                              lr=config.lr, device=device, seed=config.seed, checkpoint=ckpt,
@@ -238,6 +238,11 @@ def _fit_prior(config, out: Path, main: bool, model, guide, data, device, resume
         summary["valid_bits_per_position"] = nll / (model.length * math.log(2))
         log(f"code prior: valid −log p(k) {nll:.2f} nats, "
             f"{summary['valid_bits_per_position']:.3f} bits per position (epoch {best})")
+    if main and data["test"] is not None:  # the bound with the prior that replaced the uniform
+        from inference.evaluate import elbo_terms
+
+        with torch.no_grad():
+            summary["test"] = elbo_terms(model, guide, data["test"])
     return summary
 
 
@@ -253,6 +258,10 @@ def _finish(config, out, main, model, guide, data, history, saved, figures, logs
         metrics["best_valid_elbo"] = history[history.best_epoch - 1]["valid_elbo"]
     if prior is not None:
         metrics["prior"] = prior
+        if "test" in prior:  # the run's bound is the one with its fitted prior
+            metrics["test_uniform_prior"] = metrics.get("test")
+            metrics["test"] = prior["test"]
+            metrics.update({f"test_{k}": v for k, v in prior["test"].items()})
     if not main:
         return metrics
     if config.loss == "m2":

@@ -71,11 +71,14 @@ class VQVAE(PyroModule):
 
     def __init__(self, image_shape: tuple[int, int, int] = (1, 28, 28), num_codes: int = 512,
                  code_dim: int = 16, channels: tuple[int, int] = (32, 64),
-                 likelihood: str = "bernoulli", prior: str = "uniform", min_scale: float = 1e-2):
+                 likelihood: str = "bernoulli", prior: str = "uniform", init_scale: float = 1.0,
+                 min_scale: float = 1e-2):
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian") or prior not in ("uniform", "transformer"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian' and prior 'uniform' "
                              f"or 'transformer', got {likelihood!r}, {prior!r}")
+        if not init_scale > min_scale > 0:
+            raise ValueError(f"need init_scale > min_scale > 0, got {init_scale}, {min_scale}")
         c, h, w = image_shape
         self.image_shape, self.likelihood = tuple(image_shape), likelihood
         self.min_scale = min_scale
@@ -86,7 +89,8 @@ class VQVAE(PyroModule):
         self.prior = CodePrior(num_codes, self.length) if prior == "transformer" else None
         self.register_buffer("prior_fitted", torch.tensor(False))
         if likelihood == "gaussian":
-            self.scale_raw = nn.Parameter(torch.zeros(self.x_dim))  # σ - min_scale, logged
+            self.scale_raw = nn.Parameter(  # σ - min_scale, logged
+                torch.full((self.x_dim,), float(init_scale) - min_scale).log())
 
     def tie(self, guide) -> None:
         """Use the guide's codebook, the one the encoder's outputs are quantized to (a guide

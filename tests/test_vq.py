@@ -1,6 +1,7 @@
 """VQ-VAE: quantization, the straight-through gradient, the two auxiliary losses, the EMA
 codebook, dead-code restarts and the bound, each against a computation by hand."""
 
+import json
 import math
 
 import pyro
@@ -146,6 +147,20 @@ def test_training_records_codebook_usage_and_ema_restarts(binary_x):
     assert "eager: its codebook updates" in history.fast_path or "no lean" in history.fast_path
 
 
+def test_loss_config_reaches_the_objective_and_bad_options_are_refused():
+    from inference.config import RunConfig, make_loss
+
+    loss = make_loss(RunConfig(loss="vq", loss_config={"restart_below": None}))
+    assert loss.restart_below is None
+    assert make_loss(RunConfig(loss="vq", loss_config={"beta": 0.5})).beta == 0.5
+    with pytest.raises(ValueError, match="does not take loss_config"):
+        make_loss(RunConfig(loss="trace", loss_config={"bogus": 1}))
+    with pytest.raises(ValueError, match="cannot set num_particles: use its own flag"):
+        make_loss(RunConfig(loss="iwae", loss_config={"num_particles": 3}))
+    with pytest.raises(ValueError, match="loss_config must be a JSON object"):
+        RunConfig(loss_config=[1])
+
+
 def test_vae_train_runs_both_stages_and_vae_eval_reports_the_bound(tmp_path, capsys):
     from inference.cli import eval_main, plot_main, sample_main, train_main
 
@@ -155,11 +170,19 @@ def test_vae_train_runs_both_stages_and_vae_eval_reports_the_bound(tmp_path, cap
                        config, "--guide-config", '{"num_codes": 16, "code_dim": 4, '
                        '"channels": [4, 8], "ema": true}', "--prior-epochs", "1",
                        "--epochs", "1", "--train-limit", "300", "--valid", "100", "--quiet",
-                       "--no-tensorboard", "--out", str(out)]) == 0
+                       "--no-tensorboard", "--loss-config", '{"restart_below": null}',
+                       "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "code prior: 1 epochs of maximum likelihood" in printed
+    assert "code prior: 1 epoch of maximum likelihood" in printed
     assert "bits per position (epoch 1)" in printed
     assert "codes_used" in (out / "metrics.jsonl").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the final bound is the fitted prior's: its rate is no longer L log K = 49 log 16
+    assert metrics["test_uniform_prior"]["kl"] == pytest.approx(49 * math.log(16), rel=1e-5)
+    fitted = metrics["prior"]["test"]["kl"]
+    assert metrics["test_kl"] == fitted != metrics["test_uniform_prior"]["kl"]
+    assert printed.splitlines()[-1].startswith(f"final test ELBO: {metrics['test_elbo']:.2f}")
+    assert "and its code prior fitted for 1 epoch;" in printed
     assert eval_main([str(out), "--limit", "50", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "the guide is a point mass" in printed and "K = 1" in printed
