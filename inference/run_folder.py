@@ -25,7 +25,7 @@ from inference.checkpoint import (
 )
 from inference.pair import Pair, as_pair
 from inference.programs import owner, program
-from models import MODELS
+from models import MODELS, tie
 
 CHECKPOINTS = ("best", "last")
 
@@ -85,6 +85,7 @@ def load_run(out: str | Path, device: str | torch.device | None = "cpu", *,
     try:
         if model is None or guide is None:
             model, guide = MODELS.make(**saved["model"]), GUIDES.make(**saved["guide"])
+            tie(model, guide)
         pair = Pair(program(model, "model"), program(guide, "guide"))
         for role, module in pair.owners.items():
             module.load_state_dict(state[role])

@@ -38,7 +38,7 @@ from inference.semisupervised import SemiSupervisedData, accuracy
 from inference.tracking import JsonlLog, MlflowLog, TensorBoardLog
 from inference.train import fit, resolve_device
 from inference.visualize import save_figures
-from models import MODELS, make_model
+from models import MODELS, make_model, tie
 
 # Figures vae-train writes into out/figures at the end of every run.
 TRAIN_FIGURES = ("reconstructions", "samples", "curves")
@@ -58,6 +58,7 @@ def build_pair(config: RunConfig, data: TensorData):
     model_cls, guide_cls = MODELS[config.model], GUIDES[config.guide]
     model = make_model(config.model, **_module_config(model_cls, config, config.model_config, data))
     guide = make_guide(config.guide, **_module_config(guide_cls, config, config.guide_config, data))
+    tie(model, guide)  # a model that shares a network with its guide takes it here
     return model, guide
 
 

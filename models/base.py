@@ -87,6 +87,25 @@ def discover(package_name: str, package_path: list[str]) -> None:
             importlib.import_module(f"{package_name}.{info.name}")
 
 
+class TieError(ValueError):
+    """A model asks its guide for a network that the guide does not have."""
+
+
+def tie(model: Any, guide: Any) -> None:
+    """Let ``model`` use networks of ``guide``: calls ``model.tie(guide)`` where the model's
+    class defines it, and leaves any other pair as it is.
+
+    The one way a model shares a network with its guide (README, "Sharing a network"): the
+    VampPrior builds its prior from the guide's encoder. ``vae-train`` and ``load_run`` tie
+    every registered pair they build; from Python, tie after ``make_model`` and
+    ``make_guide``. The model keeps a reference to the guide, not a copy: the guide owns the
+    shared weights, so checkpoints hold them once, in the guide's state.
+    """
+    hook = getattr(model, "tie", None)
+    if callable(hook):
+        hook(guide)
+
+
 def data_size(x: torch.Tensor | None, y: torch.Tensor | None = None) -> int:
     """N of the data plate: rows of ``x``, else rows of ``y``, else 1 (one prior draw)."""
     if x is not None:
