@@ -57,6 +57,7 @@ class ContextMADE(ConditionalAutoRegressiveNN):
     def forward(self, x: torch.Tensor, context: torch.Tensor):
         first, c = self.layers[0], self.context_dim
         w = first.weight * first.mask  # (H, c + d): context columns first, as Pyro's
+        x = x.to(w.dtype)  # Pyro's inverse starts from float32 zeros, whatever the dtype
         h = F.linear(x, w[:, c:]) + F.linear(context, w[:, :c], first.bias)  # (*K, N, H)
         for layer in self.layers[1:]:
             h = layer(self.f(h))  # (*K, N, H') ... (*K, N, multiplier * d)
