@@ -20,8 +20,10 @@ from models.nets import mlp, scale_transform
 
 @register_guide("iaf")
 class IAFGuide(PyroModule):
-    """Inverse autoregressive flow posterior (Kingma, Salimans, Jozefowicz, Chen, Sutskever &
-    Welling 2016, "Improving variational inference with inverse autoregressive flow").
+    """Inverse autoregressive flow: a Gaussian MLP encoder, then conditional IAF steps.
+
+    Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling 2016, "Improving variational
+    inference with inverse autoregressive flow".
 
     Variational family::
 

@@ -16,8 +16,10 @@ ORDERS = {"linear": 4, "quadratic": 3}  # spline parameters per bin: widths, hei
 
 @register_guide("spline")
 class SplineGuide(IAFGuide):
-    """Autoregressive neural spline flow posterior (Durkan, Bekasov, Murray & Papamakarios
-    2019, "Neural spline flows"; linear rational splines: Dolatabadi, Erfani & Leckie 2020).
+    """Spline flow: a Gaussian MLP encoder, then conditional autoregressive spline steps.
+
+    Durkan, Bekasov, Murray & Papamakarios 2019, "Neural spline flows"; linear rational
+    splines: Dolatabadi, Erfani & Leckie 2020.
 
     Variational family::
 

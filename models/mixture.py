@@ -15,9 +15,11 @@ from models.nets import MIN_SCALE, Constrained, mlp
 
 @register_model("mixture")
 class MixturePriorBernoulli(PyroModule):
-    """VAE with a learned mixture-of-Gaussians prior (Nalisnick, Hertel & Smyth 2016,
-    "Approximate inference for deep latent Gaussian mixtures"; Dilokthanakul et al. 2016):
-    the ``bernoulli_mlp`` model with its N(0, I) prior replaced by C learned components.
+    """Binary pixels, MLP decoder, a learned mixture-of-Gaussians prior over z.
+
+    The ``bernoulli_mlp`` model with its N(0, I) prior replaced by C learned components
+    (Nalisnick, Hertel & Smyth 2016, "Approximate inference for deep latent Gaussian
+    mixtures"; Dilokthanakul et al. 2016).
 
     Generative story::
 

@@ -17,8 +17,10 @@ ENCODERS = ("guide", "own")
 
 @register_model("vamp")
 class VampPriorBernoulli(PyroModule):
-    """VAE with the VampPrior (Tomczak & Welling 2018, "VAE with a VampPrior"): the prior is
-    the variational posterior averaged over K learned pseudo-inputs.
+    """Binary pixels, MLP decoder, the VampPrior: q(z | u) averaged over learned pseudo-inputs.
+
+    Tomczak & Welling 2018, "VAE with a VampPrior": the prior is the variational posterior
+    averaged over K learned pseudo-inputs u_k.
 
     Generative story::
 

@@ -18,6 +18,8 @@ from torch.nn import functional as F
 from guides import GUIDES, make_guide
 from inference import PairError, capture, check_pair, fit, load_run, sample
 from inference.cli import eval_main, train_main
+from inference.objectives import MeanFieldELBO, ParticleELBO
+from inference.traces import kl_forms
 from inference.train import Trainer, parameters
 from models import TieError, make_model, tie
 from models.distributions import DiagNormalMixture
@@ -212,3 +214,18 @@ def test_a_shared_vamp_run_trains_resumes_loads_and_scores_from_the_cli(tmp_path
     scores = json.loads((tmp_path / "whole" / "eval-test-K32-random50.json").read_text())
     assert "NLL" in out and scores["n"] == 50
     assert -scores["nll"] >= metrics[0]["test_elbo"] - 15  # IW bound vs one-draw ELBO
+
+
+def test_meanfield_says_where_its_kl_is_closed_and_is_the_monte_carlo_elbo_elsewhere(binary_x):
+    x = binary_x[:N]
+    pairs = {("bernoulli_mlp", "gaussian_mlp"): "closed form",
+             ("bernoulli_mlp", "iaf"): "Monte Carlo (no KL(FlowPosterior || DiagNormal))",
+             ("mixture", "gaussian_mlp"): "Monte Carlo (no KL(DiagNormal || DiagNormalMixture))"}
+    for (m, g), want in pairs.items():
+        assert kl_forms(make_model(m, **SMALL), make_guide(g, **SMALL), x) == {"z": want}
+    model, guide = make_model("mixture", **SMALL), make_guide("gaussian_mlp", **SMALL)
+    values = []
+    for loss in (MeanFieldELBO(num_particles=K), ParticleELBO(num_particles=K)):
+        pyro.set_rng_seed(1)
+        values.append(loss.differentiable_loss(model, guide, x))
+    assert values[0].item() == values[1].item()
