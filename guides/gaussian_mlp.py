@@ -39,7 +39,12 @@ class GaussianMLPGuide(PyroModule):
         self.trunk = mlp([x_dim, *hidden], activation, final_activation=True)
         self.head = nn.Linear(hidden[-1] if hidden else x_dim, 2 * z_dim)
 
+    def encode_gaussian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ_φ(x), σ_φ(x)), each (..., z_dim): q(z | x) without a sample site, for models
+        that share the encoder (the VampPrior; ``models.tie``)."""
+        loc, raw = self.head(self.trunk(x)).chunk(2, dim=-1)  # (..., z_dim) each
+        return loc, self.to_scale(raw)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         with data_plate(x, y):
-            loc, raw = self.head(self.trunk(x)).chunk(2, dim=-1)  # (N, z_dim) each
-            return pyro.sample("z", DiagNormal(loc, self.to_scale(raw)))
+            return pyro.sample("z", DiagNormal(*self.encode_gaussian(x)))  # (N, z_dim)

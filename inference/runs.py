@@ -36,6 +36,7 @@ from inference.data import TensorData
 from inference.datasets import load_splits
 from inference.distributed import Replicas, rank
 from inference.semisupervised import SemiSupervisedData, accuracy
+from inference.traces import kl_forms
 from inference.tracking import JsonlLog, MlflowLog, TensorBoardLog
 from inference.train import fit, resolve_device
 from inference.visualize import save_figures
@@ -59,7 +60,7 @@ def build_pair(config: RunConfig, data: TensorData):
     model_cls, guide_cls = MODELS[config.model], GUIDES[config.guide]
     model = make_model(config.model, **_module_config(model_cls, config, config.model_config, data))
     guide = make_guide(config.guide, **_module_config(guide_cls, config, config.guide_config, data))
-    tie(model, guide)
+    tie(model, guide)  # a model that shares a network with its guide takes it here
     return model, guide
 
 
@@ -173,6 +174,10 @@ def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], 
              "data": {k: None if v is None else v.info for k, v in data.items()},
              "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__),
                           "python": platform.python_version()}}
+    if config.loss == "meanfield":  # say where the closed-form KL applies
+        with torch.random.fork_rng():  # a dynamic binarization draws
+            forms = kl_forms(model, guide, *data["train"].head(2))
+        log("meanfield KL: " + ", ".join(f"{k} {v}" for k, v in forms.items()))
     ckpt = out / "checkpoint.pt"
     logs = _logs(out, saved, ckpt, resume, **trackers) if main else []
     if main:

@@ -115,3 +115,22 @@ def _kl(guide_site: dict, model_site: dict) -> torch.Tensor | None:
     scale, mask = guide_site["scale"], guide_site["mask"]
     kl = kl * scale if not (isinstance(scale, float) and scale == 1.0) else kl
     return kl if mask is None else kl * mask
+
+
+def kl_forms(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, str]:
+    """How ``analytic_kl=True`` (``--loss meanfield``, Pyro's ``TraceMeanField_ELBO``) treats
+    each latent site of the pair: ``"closed form"`` where torch knows KL(q || p) for the two
+    distributions, else ``"Monte Carlo (no KL(Q || P))"``, where log p(z) − log q(z | x) is
+    used as with ``--loss trace``. Probed on a batch, under a forked RNG."""
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), \
+            pyro.validation_enabled(False):
+        g, m = particle_traces(model, guide, x, y, 1, -2)
+    out = {}
+    for name, site in sample_sites(m):
+        if not site["is_observed"] and name in g.nodes:
+            kind = "closed form" if _kl(g.nodes[name], site) is not None else (
+                f"Monte Carlo (no KL({type(g.nodes[name]['fn']).__name__} || "
+                f"{type(site['fn']).__name__}))")
+            out[name] = kind
+    return out

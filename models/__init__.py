@@ -9,7 +9,7 @@ True
 A new model is one new file in this folder whose class carries ``@register_model("name")``.
 """
 
-from .base import Registry, data_plate, data_size, discover, tie
+from .base import Registry, TieError, data_plate, data_size, discover, tie
 
 MODELS = Registry("model")
 register_model = MODELS.register
@@ -22,5 +22,5 @@ def make_model(name: str, **config):
 
 discover(__name__, __path__)
 
-__all__ = ["MODELS", "Registry", "data_plate", "data_size", "make_model", "register_model",
-           "tie"]
+__all__ = ["MODELS", "Registry", "TieError", "data_plate", "data_size", "make_model",
+           "register_model", "tie"]

@@ -87,15 +87,24 @@ def discover(package_name: str, package_path: list[str]) -> None:
             importlib.import_module(f"{package_name}.{info.name}")
 
 
-def tie(model, guide) -> None:
-    """Let a model use a network of its guide, where its class asks for one with a
-    ``tie(guide)`` method (the VQ-VAE's codebook belongs to its guide). Called once after
-    both are built: by ``vae-train`` (``inference.runs.build_pair``) and ``load_run``; call
-    it in Python after ``make_model`` and ``make_guide``. A shared network is one module with
-    two names: optimizers, checkpoints and DDP see each of its parameters once."""
-    link = getattr(model, "tie", None)
-    if link is not None:
-        link(guide)
+class TieError(ValueError):
+    """A model asks its guide for a network that the guide does not have."""
+
+
+def tie(model: Any, guide: Any) -> None:
+    """Let ``model`` use networks of ``guide``: calls ``model.tie(guide)`` where the model's
+    class defines it, and leaves any other pair as it is.
+
+    The one way a model shares a network with its guide (README, "Sharing a network"): the
+    VampPrior builds its prior from the guide's encoder, the VQ-VAE decodes from its guide's
+    codebook. ``vae-train`` and ``load_run`` tie every registered pair they build; from
+    Python, tie after ``make_model`` and ``make_guide``. The model keeps a reference to the
+    guide, not a copy: the guide owns the shared weights, so checkpoints hold them once, in
+    the guide's state.
+    """
+    hook = getattr(model, "tie", None)
+    if callable(hook):
+        hook(guide)
 
 
 def data_size(x: torch.Tensor | None, y: torch.Tensor | None = None) -> int:

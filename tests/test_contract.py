@@ -11,7 +11,7 @@ from guides import GUIDES, make_guide
 from inference import PairError, check_pair, fit
 from inference.train import Trainer, parameters
 from inference.vq import VQELBO
-from models import MODELS, make_model, tie
+from models import MODELS, TieError, make_model, tie
 
 
 def _small(registry, name):
@@ -38,11 +38,16 @@ def _latent_sites(fn, x, y):
 
 @pytest.mark.parametrize("model_name,guide_name", list(itertools.product(MODELS, GUIDES)))
 def test_every_pair_takes_a_finite_step(model_name, guide_name, binary_x):
-    """Pairs with the same latent sites train; the others are refused, naming a site.
+    """Pairs with the same latent sites train; the others are refused, naming a site (or,
+    for a model that shares a network with its guide, naming the guide that lacks it).
     Every batch carries labels y, which label-conditional pairs use and the others ignore."""
     model = make_model(model_name, **_small(MODELS, model_name))
     guide = make_guide(guide_name, **_small(GUIDES, guide_name))
-    tie(model, guide)
+    try:
+        tie(model, guide)  # as vae-train and load_run build a pair
+    except TieError as e:
+        assert repr(guide_name) in str(e)
+        return
     x, y = binary_x[:16], torch.arange(16) % 10
     families = _family(MODELS[model_name]), _family(GUIDES[guide_name])
     if _latent_sites(model, x, y) != _latent_sites(guide, x, y) or len(set(families)) > 1:
