@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import auc, average_precision_score, roc_auc_score, roc_curve
 
 from inference.validate import positive_int
 
@@ -67,13 +67,21 @@ def fpr_at_tpr(scores_in, scores_out, tpr: float = 0.95) -> float:
         raise ValueError(f"tpr must be in (0, 1], got {tpr!r}")
     labels, scores = _arrays(scores_in, scores_out)
     fpr, tpr_curve, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return _fpr_at(fpr, tpr_curve, tpr)
+
+
+def _fpr_at(fpr: np.ndarray, tpr_curve: np.ndarray, tpr: float) -> float:
     return float(fpr[np.searchsorted(tpr_curve, tpr - 1e-12, side="left")])
 
 
 def ood_metrics(scores_in, scores_out) -> dict[str, float]:
-    """{"auroc", "auprc", "fpr95"} of one pair of score sets."""
-    return {"auroc": auroc(scores_in, scores_out), "auprc": auprc(scores_in, scores_out),
-            "fpr95": fpr_at_tpr(scores_in, scores_out)}
+    """{"auroc", "auprc", "fpr95"} of one pair of score sets (one ROC curve for the first
+    and last: the AUROC as the trapezoidal area under it, as ``roc_auc_score`` computes)."""
+    labels, scores = _arrays(scores_in, scores_out)
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return {"auroc": float(auc(fpr, tpr)),
+            "auprc": float(average_precision_score(labels, scores)),
+            "fpr95": _fpr_at(fpr, tpr, 0.95)}
 
 
 def bootstrap(scores_in, scores_out, *, rounds: int = 200, seed: int = 0) -> dict[str, float]:
