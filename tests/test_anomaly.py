@@ -206,7 +206,8 @@ def _log_weight_moments(model, q, x, analytic_kl: bool, draws: int = 20000):
     return log_w.mean(0), log_w.std(0)  # (N,) each
 
 
-@pytest.mark.parametrize("covariance", ["full", "diagonal"])
+@pytest.mark.parametrize("covariance", [pytest.param("full", marks=pytest.mark.slow),
+                                        "diagonal"])
 def test_regret_is_the_kl_gap_to_the_best_member_of_the_family(linear_model, covariance):
     """Per example, ELBO(q) = log p(x) − KL(q || p(z | x)), so the regret of an amortized q
     is KL(q || p(z|x)) − KL(q* || p(z|x)), q* the family's best: the exact posterior for a

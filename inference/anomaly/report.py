@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from inference.figures import _figure
@@ -39,9 +40,11 @@ def ood_histogram_figure(scores: dict[str, dict[str, torch.Tensor]], metrics: di
             b = scores[s][name].detach().double().cpu()
             both = torch.cat([a, b])
             lo, hi = both.min().item(), both.max().item()
-            bins = torch.linspace(lo, hi if hi > lo else lo + 1, 41).numpy()
-            ax.hist(a.numpy(), bins=bins, alpha=0.55, density=True, label=in_name)
-            ax.hist(b.numpy(), bins=bins, alpha=0.55, density=True, label=name)
+            bins = np.linspace(lo, hi if hi > lo else lo + 1, 41)
+            # one filled outline per set: ax.hist would draw a patch per bin, 10x slower
+            for values, label in ((a, in_name), (b, name)):
+                density, _ = np.histogram(values.numpy(), bins=bins, density=True)
+                ax.stairs(density, bins, fill=True, alpha=0.55, label=label)
             m = metrics[name][s]
             ax.set_title(f"{s}: AUROC {m['auroc']:.3f}", fontsize=9)
             ax.set_xlabel(LABELS.get(s, s) + " (nats)", fontsize=8)
