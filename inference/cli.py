@@ -21,6 +21,7 @@ from inference.checkpoint import CheckpointError, RunInUse
 from inference.cli_args import (
     encode_parser,
     eval_parser,
+    ood_parser,
     plot_parser,
     sample_parser,
     train_parser,
@@ -237,6 +238,29 @@ def encode_main(argv: list[str] | None = None) -> int:
                           device=args.device or "auto", data_dir=args.data_dir,
                           download=not args.no_download, checkpoint=args.checkpoint)
         print(f"wrote {path}")
+        return 0
+
+    return _run(parser, work)
+
+
+def ood_main(argv: list[str] | None = None) -> int:
+    from inference.anomaly.detect import ScoreOptions
+    from inference.anomaly.run import ood_run
+
+    parser = ood_parser()
+    args = parser.parse_args(argv)
+
+    def work() -> int:
+        set_threads(args.threads)
+        options = ScoreOptions(
+            num_samples=args.num_samples, steps=args.steps, lr=args.lr,
+            particles=args.particles, eval_particles=args.eval_particles,
+            compressor=args.compressor, typicality_batch=args.typicality_batch, seed=args.seed)
+        ood_run(args.run, args.against, scores=args.score, limit=args.limit, options=options,
+                checkpoint=args.checkpoint, device=args.device or "auto",
+                data_dir=args.data_dir, download=not args.no_download,
+                background_epochs=args.background_epochs, perturb=args.perturb, l2=args.l2,
+                bootstrap_rounds=args.bootstrap)
         return 0
 
     return _run(parser, work)

@@ -168,3 +168,41 @@ def encode_parser() -> argparse.ArgumentParser:
     _checkpoint(a)
     _common(a)
     return p
+
+
+def ood_parser() -> argparse.ArgumentParser:
+    from inference.anomaly import SCORES
+    from inference.anomaly.complexity import COMPRESSORS
+    from inference.anomaly.run import AGAINST, DEFAULT_SCORES
+
+    p = argparse.ArgumentParser(
+        prog="vae-ood", description="Out-of-distribution detection: a run's test set against "
+                                    "other data, by several anomaly scores (README).")
+    a = p.add_argument
+    a("run", type=Path, help="run folder written by vae-train")
+    a("--against", nargs="+", required=True, choices=AGAINST, metavar="SET",
+      help=f"out-of-distribution sets: any of {', '.join(AGAINST)}")
+    a("--score", nargs="+", choices=SCORES, default=list(DEFAULT_SCORES), metavar="SCORE",
+      help=f"any of {', '.join(SCORES)} (default: all but ratio, which trains a background "
+           f"model)")
+    a("--limit", type=int, default=1000, help="random examples of each set (default 1000)")
+    a("--num-samples", type=int, default=200, metavar="K",
+      help="importance samples for log p(x) (default 200)")
+    a("--steps", type=int, default=100, help="regret: optimization steps (default 100)")
+    a("--lr", type=float, default=0.05, help="regret: Adam's initial rate (default 0.05)")
+    a("--particles", type=int, default=1, help="regret: draws of z per step (default 1)")
+    a("--eval-particles", type=int, default=100,
+      help="regret: draws of z for each of its two ELBOs (default 100)")
+    a("--compressor", choices=("auto", *COMPRESSORS), default="auto",
+      help="complexity: auto (default: tiff-g4 for binary images, png for grey levels)")
+    a("--typicality-batch", type=int, default=1, metavar="M",
+      help="typicality: examples per tested batch (default 1)")
+    a("--background-epochs", type=int,
+      help="ratio: epochs of the background model (default: the run's)")
+    a("--perturb", type=float, default=0.2, help="ratio: share of pixels replaced (default 0.2)")
+    a("--l2", type=float, default=1e-4, help="ratio: L2 penalty of the background (default 1e-4)")
+    a("--bootstrap", type=int, default=200, help="bootstrap rounds for standard errors")
+    a("--seed", type=int, default=0)
+    _checkpoint(a)
+    _common(a)
+    return p
