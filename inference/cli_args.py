@@ -67,7 +67,10 @@ def train_parser() -> argparse.ArgumentParser:
                                 "binarized-mnist has its own; 0: none)")
     a("--train-limit", type=int, help="train on a random subset of N images (debugging)")
     a("--loss", choices=list(LOSSES),
-      help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl, m2")
+      help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl, m2; "
+           "disentangling: betatc (β-TCVAE, β from --beta), dip1, dip2, capacity")
+    a("--loss-config", type=_json_dict, help="options of betatc (alpha, gamma, estimator: mss "
+      "or mws), dip1/dip2 (lambda_od, lambda_d), capacity (capacity, gamma, epochs) as JSON")
     a("--num-particles", type=int, help="samples of z per data point in the objective")
     a("--fast", choices=("auto", "compile", "off"),
       help="fast path: auto (default; compiles on CUDA), compile (on the CPU too), off "

@@ -15,6 +15,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from guides import GUIDES
 from inference.datasets import BINARIZE, DATASETS
+from inference.disentangle import objectives as disentangling
 from inference.handlers import parse_anneal
 from inference.objectives import IWAE, STL, DReG, LogWeightObjective
 from inference.semisupervised import SemiSupervisedELBO
@@ -36,6 +37,11 @@ LOSSES: dict[str, type[ELBO]] = {
     "dreg": DReG,  # the same bound, doubly reparameterized guide gradient (Tucker et al. 2018)
     "stl": STL,  # the same bound, "sticking the landing" guide gradient (Roeder et al. 2017)
     "m2": SemiSupervisedELBO,  # TraceEnum_ELBO + α·classification (Kingma et al. 2014)
+    # disentangling objectives (inference.disentangle.objectives), weights in --loss-config
+    "betatc": disentangling.BetaTCVAE,  # β-TCVAE, β = --beta (Chen et al. 2018)
+    "dip1": disentangling.DIPVAE,  # DIP-VAE-I (Kumar et al. 2018)
+    "dip2": disentangling.DIPVAE,  # DIP-VAE-II
+    "capacity": disentangling.AnnealedCapacity,  # γ |KL − C(t)| (Burgess et al. 2018)
 }
 SCHEDULES = {"constant": None, "iwae": iwae_schedule}
 # RunConfig fields a resumed run may change; the others must match the saved run.
@@ -58,6 +64,7 @@ class RunConfig:
     valid: int | None = None  # training images held out for validation (None: DEFAULT_VALID)
     train_limit: int | None = None  # train on a random subset of this many images (debugging)
     loss: str = "trace"
+    loss_config: dict[str, Any] = field(default_factory=dict)  # options of betatc, dip, capacity
     num_particles: int = 1
     fast: str = "auto"  # auto, compile or off (see FastPath)
     epochs: int = 10
@@ -102,10 +109,16 @@ class RunConfig:
         positive_float("adam_eps", self.adam_eps)
         non_negative_float("beta", self.beta)
         non_negative_float("alpha", self.alpha)
-        for name in ("model_config", "guide_config"):
+        for name in ("model_config", "guide_config", "loss_config"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
         parse_anneal(self.anneal, self.beta)  # a bad spelling fails before any work
+        if self.loss in disentangling.LOSSES:  # its options too
+            disentangling.build_loss(self.loss, beta=self.beta, options=self.loss_config,
+                                     anneal=self.anneal)
+        elif self.loss_config:
+            raise ValueError(f"loss_config sets the options of {', '.join(disentangling.LOSSES)}"
+                             f"; loss {self.loss} has none")
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v
@@ -125,7 +138,11 @@ class RunConfig:
         return cls(**d)
 
 
-def make_loss(config: RunConfig) -> ELBO:
+def make_loss(config: RunConfig, dataset_size: int | None = None) -> ELBO:
+    """The run's objective; ``dataset_size`` (training points) for β-TCVAE's q(z)."""
+    if config.loss in disentangling.LOSSES:
+        return disentangling.build_loss(config.loss, beta=config.beta, options=config.loss_config,
+                                        dataset_size=dataset_size, anneal=config.anneal)
     cls = LOSSES[config.loss]
     if cls is SemiSupervisedELBO:
         return cls(alpha=config.alpha, num_particles=config.num_particles)
@@ -136,7 +153,10 @@ def make_loss(config: RunConfig) -> ELBO:
 
 
 def training_beta(config: RunConfig):
-    """The β ``fit`` trains with: None (plain ELBO), a number, or an annealing schedule."""
+    """The β ``fit`` trains with: None (plain ELBO), a number, or an annealing schedule.
+    The disentangling objectives weigh their own terms (β-TCVAE reads --beta itself)."""
+    if config.loss in disentangling.LOSSES:
+        return None
     schedule = parse_anneal(config.anneal, end=config.beta)
     return schedule or (None if config.beta == 1.0 else config.beta)
 
