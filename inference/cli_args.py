@@ -120,6 +120,14 @@ def eval_parser() -> argparse.ArgumentParser:
     a("--fast", choices=("auto", "compile", "off"), default="auto",
       help="compile the chunk computation: auto (when it recurs 50+ times), compile, off")
     a("--quiet", action="store_true", help="no progress bar")
+    a("--disentanglement", action="store_true",
+      help="instead: the disentanglement metrics, the ELBO's decomposition and the test ELBO "
+           "of a run on sprites or dsprites (README, 'Disentanglement')")
+    a("--metrics", type=lambda t: tuple(m for m in t.split(",") if m),
+      help="with --disentanglement: some of beta_vae, factor_vae, mig, sap, dci, modularity, "
+           "unsupervised (default all)")
+    a("--metric-scale", type=float, default=1.0,
+      help="with --disentanglement: multiply disentanglement_lib's sample sizes (default 1)")
     _checkpoint(a)
     _common(a)
     return p
