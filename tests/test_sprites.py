@@ -123,6 +123,7 @@ def test_splits_are_disjoint_random_and_fixed():
     assert len(union) == TEST + 5000 + TRAIN
     assert test.max() > 700_000 and test.min() < 1000  # spread over the whole space
     assert torch.equal(test, split_rows(total, "test", 0))  # the test set never moves
+    assert not torch.equal(test[:100], test[:100].sort().values)  # random order, not sorted
 
 
 def test_load_dataset_gives_binary_images_of_the_rendered_combinations():

@@ -1,13 +1,16 @@
 """Training splits of the factor datasets, as the lab's :class:`~inference.data.TensorData`.
 
 ``sprites`` (rendered) and ``dsprites`` (DeepMind's file) have 737,280 images, one per
-factor combination, 3 GB as float bytes and 12 GB as float32. The lab trains on tensors
+factor combination: 3 GB as bytes, 12 GB as float32. The lab trains on tensors
 that live on the device, so a split is a seeded random set of combinations, disjoint from
 the others: the test split the first 10,000 of one fixed permutation of all combinations
 (seed 0, whatever the run's seed, so every run is scored on the same images), the
 validation split the next ``valid`` (5,000 by default), the training split the next 50,000
-(800 MB as float32; ``--train-limit`` draws fewer from them). The disentanglement metrics do
-not use the splits: like disentanglement_lib, they sample factors from the whole space.
+(800 MB as float32; ``--train-limit`` draws fewer from them). Rows keep the permutation's
+random order, so a split's first rows (the lab's per-epoch training scores, the figures)
+are a random sample, not the small squares that come first in factor order. The
+disentanglement metrics do not use the splits: like disentanglement_lib, they sample factors
+from the whole space.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def split_rows(total: int, split: str, valid: int) -> torch.Tensor:
     bounds = {"test": (0, TEST), "valid": (TEST, TEST + valid),
               "train": (TEST + valid, TEST + valid + TRAIN)}
     start, stop = bounds[split]
-    return order[start:stop].sort().values
+    return order[start:stop]  # in random order: the first rows of a split are a random sample
 
 
 def load_factor_split(name: str, split: str, *, valid: int = VALID, data_dir=None,

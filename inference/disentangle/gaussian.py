@@ -71,8 +71,10 @@ def log_mss_weights(batch: int, dataset_size: int, *, device=None,
     its 1/N and stratum weights down the first two columns instead of the diagonal:
     rtqichen/beta-tcvae pull request #1.) A batch of one point gets weight 1/N.
 
-    >>> log_mss_weights(3, 10).exp().sum(1)
-    tensor([1.0000, 1.0000, 1.0000])
+    >>> log_mss_weights(3, 10).exp()
+    tensor([[0.1000, 0.4000, 0.5000],
+            [0.5000, 0.1000, 0.4000],
+            [0.4000, 0.5000, 0.1000]])
     """
     n, m = dataset_size, batch - 1
     if batch > n:
