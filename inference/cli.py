@@ -187,6 +187,15 @@ def _eval_main(argv: list[str] | None) -> int:
 
     def work() -> int:
         set_threads(args.threads)
+        if args.disentanglement:
+            from inference.disentangle.evaluate import evaluate_disentanglement
+            from inference.disentangle.metrics import METRICS
+
+            evaluate_disentanglement(args.run, metrics=args.metrics or tuple(METRICS),
+                                     seed=args.seed, scale=args.metric_scale,
+                                     device=args.device or "auto", data_dir=args.data_dir,
+                                     download=not args.no_download, checkpoint=args.checkpoint)
+            return 0
         evaluate_run(args.run, split=args.split, num_samples=args.num_samples, limit=args.limit,
                      chunk_size=args.chunk_size, batch_size=args.batch_size, seed=args.seed,
                      device=args.device or "auto", data_dir=args.data_dir,

@@ -67,9 +67,11 @@ def train_parser() -> argparse.ArgumentParser:
                                 "binarized-mnist has its own; 0: none)")
     a("--train-limit", type=int, help="train on a random subset of N images (debugging)")
     a("--loss", choices=list(LOSSES),
-      help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl, m2, vq")
-    a("--loss-config", type=_json_dict,
-      help="other arguments of the objective as JSON, e.g. '{\"restart_below\": null}'")
+      help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl, m2, vq; "
+           "disentangling: betatc (β-TCVAE, β from --beta), dip1, dip2, capacity")
+    a("--loss-config", type=_json_dict, help="the objective's other options as JSON: betatc "
+      "(alpha, gamma, estimator: mss or mws), dip1/dip2 (lambda_od, lambda_d), capacity "
+      "(capacity, gamma, epochs), vq (beta, restart_below: null for no dead-code restarts)")
     a("--num-particles", type=int, help="samples of z per data point in the objective")
     a("--fast", choices=("auto", "compile", "off"),
       help="fast path: auto (default; compiles on CUDA), compile (on the CPU too), off "
@@ -122,6 +124,14 @@ def eval_parser() -> argparse.ArgumentParser:
     a("--fast", choices=("auto", "compile", "off"), default="auto",
       help="compile the chunk computation: auto (when it recurs 50+ times), compile, off")
     a("--quiet", action="store_true", help="no progress bar")
+    a("--disentanglement", action="store_true",
+      help="instead: the disentanglement metrics, the ELBO's decomposition and the test ELBO "
+           "of a run on sprites or dsprites (README, 'Disentanglement')")
+    a("--metrics", type=lambda t: tuple(m for m in t.split(",") if m),
+      help="with --disentanglement: some of beta_vae, factor_vae, mig, sap, dci, modularity, "
+           "unsupervised (default all)")
+    a("--metric-scale", type=float, default=1.0,
+      help="with --disentanglement: multiply disentanglement_lib's sample sizes (default 1)")
     _checkpoint(a)
     _common(a)
     return p

@@ -15,6 +15,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from guides import GUIDES
 from inference.datasets import BINARIZE, DATASETS
+from inference.disentangle import objectives as disentangling
 from inference.handlers import parse_anneal
 from inference.objectives import IWAE, STL, DReG, LogWeightObjective
 from inference.semisupervised import SemiSupervisedELBO
@@ -38,6 +39,11 @@ LOSSES: dict[str, type[ELBO]] = {
     "stl": STL,  # the same bound, "sticking the landing" guide gradient (Roeder et al. 2017)
     "m2": SemiSupervisedELBO,  # TraceEnum_ELBO + α·classification (Kingma et al. 2014)
     "vq": VQELBO,  # the VQ-VAE's bound + codebook and commitment losses (van den Oord 2017)
+    # disentangling objectives (inference.disentangle.objectives), weights in --loss-config
+    "betatc": disentangling.BetaTCVAE,  # β-TCVAE, β = --beta (Chen et al. 2018)
+    "dip1": disentangling.DIPVAE,  # DIP-VAE-I (Kumar et al. 2018)
+    "dip2": disentangling.DIPVAE,  # DIP-VAE-II
+    "capacity": disentangling.AnnealedCapacity,  # γ |KL − C(t)| (Burgess et al. 2018)
 }
 SCHEDULES = {"constant": None, "iwae": iwae_schedule}
 # RunConfig fields a resumed run may change; the others must match the saved run.
@@ -55,12 +61,12 @@ class RunConfig:
     activation: str | None = None
     model_config: dict[str, Any] = field(default_factory=dict)
     guide_config: dict[str, Any] = field(default_factory=dict)
-    loss_config: dict[str, Any] = field(default_factory=dict)  # the objective's own options
     dataset: str = "embedded"
     binarize: str = "dynamic"
     valid: int | None = None  # training images held out for validation (None: DEFAULT_VALID)
     train_limit: int | None = None  # train on a random subset of this many images (debugging)
     loss: str = "trace"
+    loss_config: dict[str, Any] = field(default_factory=dict)  # the objective's own options
     num_particles: int = 1
     fast: str = "auto"  # auto, compile or off (see FastPath)
     epochs: int = 10
@@ -111,6 +117,11 @@ class RunConfig:
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
         parse_anneal(self.anneal, self.beta)  # a bad spelling fails before any work
+        if self.loss in disentangling.LOSSES:  # its options too
+            disentangling.build_loss(self.loss, beta=self.beta, options=self.loss_config,
+                                     anneal=self.anneal)
+        elif self.loss_config:  # unknown options fail before any work
+            make_loss(self)
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v
@@ -130,9 +141,13 @@ class RunConfig:
         return cls(**d)
 
 
-def make_loss(config: RunConfig) -> ELBO:
+def make_loss(config: RunConfig, dataset_size: int | None = None) -> ELBO:
     """The objective of ``config.loss``, with ``config.loss_config``'s extra keyword
-    arguments (e.g. VQELBO's ``{"restart_below": null}``: no dead-code restarts)."""
+    arguments (e.g. VQELBO's ``{"restart_below": null}``: no dead-code restarts);
+    ``dataset_size`` (training points) for β-TCVAE's q(z)."""
+    if config.loss in disentangling.LOSSES:
+        return disentangling.build_loss(config.loss, beta=config.beta, options=config.loss_config,
+                                        dataset_size=dataset_size, anneal=config.anneal)
     cls, extra = LOSSES[config.loss], dict(config.loss_config)
     if cls is SemiSupervisedELBO:
         kwargs = {"alpha": config.alpha, "num_particles": config.num_particles}
@@ -153,7 +168,10 @@ def make_loss(config: RunConfig) -> ELBO:
 
 
 def training_beta(config: RunConfig):
-    """The β ``fit`` trains with: None (plain ELBO), a number, or an annealing schedule."""
+    """The β ``fit`` trains with: None (plain ELBO), a number, or an annealing schedule.
+    The disentangling objectives weigh their own terms (β-TCVAE reads --beta itself)."""
+    if config.loss in disentangling.LOSSES:
+        return None
     schedule = parse_anneal(config.anneal, end=config.beta)
     return schedule or (None if config.beta == 1.0 else config.beta)
 

@@ -1,4 +1,5 @@
-"""MNIST, Fashion-MNIST, the Larochelle binarized MNIST and an embedded MNIST subset.
+"""MNIST, Fashion-MNIST, the Larochelle binarized MNIST, an embedded MNIST subset, and the
+sprites with known factors (:mod:`inference.disentangle.data`).
 
 Files are read from a data folder in torchvision's layout (``MNIST/raw``,
 ``FashionMNIST/raw``) plus ``BinarizedMNIST/binarized_mnist_{split}.amat[.gz]``. The folder
@@ -22,7 +23,7 @@ import torch
 from inference.check import DataError
 from inference.data import TensorData
 
-DATASETS = ("embedded", "mnist", "fashion-mnist", "binarized-mnist")
+DATASETS = ("embedded", "mnist", "fashion-mnist", "binarized-mnist", "sprites", "dsprites")
 BINARIZE = ("dynamic", "static", "none")
 ENV_VAR = "VAE_LAB_DATA"
 IMAGE_SHAPE = (1, 28, 28)
@@ -153,7 +154,8 @@ def _amat_file(split: str, root: Path, download: bool) -> Path:
 # Training images held out for validation by default: the last 10,000 of MNIST's and
 # Fashion-MNIST's 60,000 (the split of Larochelle's binarized MNIST), the last 1,000 of the
 # embedded 10,000. binarized-mnist has its own valid file.
-DEFAULT_VALID = {"embedded": 1000, "mnist": 10000, "fashion-mnist": 10000}
+DEFAULT_VALID = {"embedded": 1000, "mnist": 10000, "fashion-mnist": 10000, "sprites": 5000,
+                 "dsprites": 5000}
 
 
 def _rows(name: str, split: str, valid: int, n: int) -> slice:
@@ -189,6 +191,10 @@ def load_dataset(name: str = "embedded", split: str = "train", *, binarize: str 
         raise ValueError(f"{name} has no validation file: hold out training images with "
                          f"valid=N (--valid N)")
     root = resolve_data_dir(data_dir)
+    if name in ("sprites", "dsprites"):  # binary images, rendered or read: no binarization
+        from inference.disentangle.data import load_factor_split
+
+        return load_factor_split(name, split, valid=valid, data_dir=root, download=download)
     if name == "binarized-mnist":
         files = [_amat_file(split, root, download)]
         x, y, binarize = read_amat(files[0]), None, "static (Larochelle & Murray 2011)"

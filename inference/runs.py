@@ -185,7 +185,8 @@ def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], 
     start = time.perf_counter()
     try:
         history = fit(model, guide, data["train"], valid=data["valid"], test=data["test"],
-                      loss=make_loss(config), epochs=config.epochs, batch_size=config.batch_size,
+                      loss=make_loss(config, len(data["train"])), epochs=config.epochs,
+                      batch_size=config.batch_size,
                       lr=config.lr, device=device, seed=config.seed,
                       optimizer=lambda p: torch.optim.Adam(p, lr=config.lr, eps=config.adam_eps),
                       lr_schedule=SCHEDULES[config.schedule], beta=beta,

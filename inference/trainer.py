@@ -91,7 +91,9 @@ def objective_name(loss: ELBO, beta) -> str:
     from inference.semisupervised import SemiSupervisedELBO
 
     k = getattr(loss, "num_particles", 1)
-    if isinstance(loss, IWAE):
+    if getattr(loss, "objective_name", None):  # an objective that names itself
+        name = loss.objective_name
+    elif isinstance(loss, IWAE):
         name = f"{type(loss).__name__} bound (K={k})" if type(loss) is IWAE else (
             f"IWAE bound (K={k}, {type(loss).__name__} gradient)")
     elif isinstance(loss, SemiSupervisedELBO):
@@ -141,6 +143,8 @@ class Trainer:
         self.model, self.guide = self.pair.model, self.pair.guide
         self.loss, self.optimizer = loss, optimizer
         self.beta_schedule = beta if callable(beta) else None
+        # objectives that change with training progress (capacity annealing) are told it
+        self.progress_hook = getattr(loss, "set_progress", None)
         self.beta = None if beta is None or beta == 1 else BetaMessenger(torch.tensor(
             float(beta(0.0) if callable(beta) else beta), device=device_of(model, guide)))
         self.fast = FastPath(loss, self.model, self.guide, fast,
@@ -208,6 +212,8 @@ class Trainer:
             for i, (x, y) in enumerate(data.batches(batch_size, shuffle=True, generator=order)):
                 if self.beta_schedule is not None:
                     self.beta.set(self.beta_schedule(epoch - 1 + i / n_steps))
+                if self.progress_hook is not None:
+                    self.progress_hook(epoch - 1 + i / n_steps)
                 value = self.step(x, y).to(torch.float64)
                 total = value if total is None else total + value
                 seen += len(x)

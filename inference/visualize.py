@@ -19,8 +19,11 @@ from inference.programs import Sites, owner, probe_sites
 ARITHMETIC = (7, 1)  # mean(7) − mean(1) + a "1": the 1's style on a 7
 
 
-def _shape(model) -> tuple[int, int]:
-    shape = getattr(owner(model), "image_shape", (1, 28, 28))
+def _shape(model, data: TensorData | None = None) -> tuple[int, int]:
+    """The image's height and width: the model's ``image_shape``, else the data's, else
+    MNIST's 28×28."""
+    shape = (getattr(owner(model), "image_shape", None)
+             or getattr(data, "image_shape", None) or (1, 28, 28))
     return tuple(shape[-2:])
 
 
@@ -53,7 +56,7 @@ def reconstructions(model, guide, data: TensorData, n: int = 10, sites: Sites | 
     x, y = data.head(n)
     site = _sites(model, guide, data, sites).x
     return figures.reconstruction_figure(x, reconstruct(model, guide, x, y, site=site),
-                                         _shape(model))
+                                         _shape(model, data))
 
 
 def samples(model, guide, data: TensorData, n: int = 64, sites: Sites | None = None,
@@ -65,7 +68,7 @@ def samples(model, guide, data: TensorData, n: int = 64, sites: Sites | None = N
     else:
         drawn, title = class_samples(model, label, n, like=data.x[:1], site=site), (
             f"samples of class {label} (pixel means)")
-    return figures.grid_figure(drawn, 8, title, _shape(model))
+    return figures.grid_figure(drawn, 8, title, _shape(model, data))
 
 
 def interpolation(model, guide, data: TensorData, steps: int = 10, sites: Sites | None = None,
@@ -78,7 +81,7 @@ def interpolation(model, guide, data: TensorData, steps: int = 10, sites: Sites 
     labels = _labels(sites, label, _label_of(data, 0), steps)
     rows = {m: _decode(model, latent.interpolate(z[0], z[1], steps, m), data, sites, labels)
             for m in ("linear", "slerp")}
-    return figures.interpolation_figure(rows, _shape(model))
+    return figures.interpolation_figure(rows, _shape(model, data))
 
 
 def arithmetic(model, guide, data: TensorData, classes: Sequence[int] = ARITHMETIC,
@@ -95,7 +98,7 @@ def arithmetic(model, guide, data: TensorData, classes: Sequence[int] = ARITHMET
     images = _decode(model, codes, data, sites, labels)
     images[2] = data.x[c]  # x itself, not its reconstruction
     names = [f"mean of {a}s", f"mean of {b}s", f"x (a {b})", f"{a} − {b} + x"]
-    return figures.arithmetic_figure(images, names, _shape(model))
+    return figures.arithmetic_figure(images, names, _shape(model, data))
 
 
 def traversals(model, guide, data: TensorData, dims: int = 8, span: float = 3.0,
@@ -108,7 +111,7 @@ def traversals(model, guide, data: TensorData, dims: int = 8, span: float = 3.0,
     codes = latent.traversal_grid(z0, top, values.to(z0))
     labels = _labels(sites, label, _label_of(data, 0), len(codes))
     images = _decode(model, codes, data, sites, labels)
-    return figures.traversal_figure(images, top, kl[top].tolist(), values, _shape(model))
+    return figures.traversal_figure(images, top, kl[top].tolist(), values, _shape(model, data))
 
 
 def manifold(model, guide, data: TensorData, n: int = 20, sites: Sites | None = None,
@@ -123,7 +126,7 @@ def manifold(model, guide, data: TensorData, n: int = 20, sites: Sites | None = 
     sites = _sites(model, guide, data, sites)
     grid = latent.normal_quantile_grid(n)
     images = _decode(model, grid, data, sites, _labels(sites, label, _label_of(data, 0), n * n))
-    return figures.manifold_figure(images, n, _shape(model))
+    return figures.manifold_figure(images, n, _shape(model, data))
 
 
 def latents(model, guide, data: TensorData, n: int = 2000, method: str = "pca",
