@@ -190,7 +190,8 @@ def test_run_config_checks_the_loss_options():
             ({"loss": "dip1", "beta": 4.0}, "loss dip1 has no β; set its weights"),
             ({"loss": "betatc", "anneal": "linear:2"}, "--anneal does not apply"),
             ({"loss": "capacity", "loss_config": {"alpha": 1}}, "no option 'alpha'"),
-            ({"loss": "trace", "loss_config": {"alpha": 1}}, "loss trace has none"),
+            ({"loss": "trace", "loss_config": {"alpha": 1}}, "loss .trace. does not take"),
+            ({"loss": "iwae", "loss_config": {"num_particles": 2}}, "use its own flag"),
             ({"loss": "dip2", "loss_config": {"lambda_od": -1}}, "lambda_od must be")):
         with pytest.raises(ValueError, match=message):
             RunConfig(**kwargs)
