@@ -105,8 +105,9 @@ def train_classifier(train: TensorData, valid: TensorData, test: TensorData | No
     """Train an :class:`ImageClassifier` on a labelled dataset (CPU, plain torch): Adam with
     a one-cycle learning rate peaking at ``lr``, cross-entropy, ``epochs`` passes. Keeps the
     epoch with the best validation accuracy; ``net.info`` records the accuracies (test
-    included when ``test`` is given), the seconds and the threads. ``binary=True`` trains on
-    Bernoulli draws of the pixels, fresh in every batch, and scores fixed draws."""
+    included when ``test`` is given), the wall-clock and CPU seconds and the threads.
+    ``binary=True`` trains on Bernoulli draws of the pixels, fresh in every batch, and
+    scores fixed draws."""
     positive_int("epochs", epochs)
     positive_int("batch_size", batch_size)
     positive_float("lr", lr)
@@ -126,7 +127,7 @@ def train_classifier(train: TensorData, valid: TensorData, test: TensorData | No
     steps = math.ceil(len(x) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps,
                                                    pct_start=0.15)
-    start, accuracies, best = time.perf_counter(), [], None
+    start, cpu, accuracies, best = time.perf_counter(), time.process_time(), [], None
     for epoch in range(1, epochs + 1):
         net.train()
         bar = tqdm(torch.randperm(len(x), generator=g).split(batch_size), disable=not progress,
@@ -150,7 +151,8 @@ def train_classifier(train: TensorData, valid: TensorData, test: TensorData | No
                 "seed": seed, "epochs": epochs, "best_epoch": accuracies.index(max(accuracies)) + 1,
                 "valid_accuracy": accuracies, "train_images": len(x), "valid_images": len(valid),
                 "test_accuracy": None if test is None else _accuracy(net, test),
-                "seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}
+                "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+                "threads": torch.get_num_threads()}
     return net
 
 
