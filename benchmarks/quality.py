@@ -48,7 +48,7 @@ def run_cell(dataset: str, cell: str, args) -> dict:
     """Train (or resume, or read back) one cell, score it; returns its table row."""
     name, fields = CELLS[cell]
     config = RunConfig(dataset=dataset, epochs=args.epochs, seed=args.seed, device=args.device,
-                       **fields)
+                       train_limit=args.train_limit, **fields)
     out = Path(args.out) / f"{dataset}-{cell}"
     metrics_file = out / "metrics.json"
     if not (metrics_file.exists() and load_json(metrics_file)["epochs"] >= config.epochs):
@@ -67,7 +67,8 @@ def run_cell(dataset: str, cell: str, args) -> dict:
     metrics, nll, quality = (load_json(f) for f in (metrics_file, nll_file, quality_file))
     per_class = (quality.get("per_class") or {}).get("model")
     return {"dataset": dataset, "cell": cell, "pair": name, "epochs": metrics["epochs"],
-            "best_epoch": metrics.get("best_epoch"), "nll": nll["nll"],
+            "best_epoch": metrics.get("best_epoch"), "nll": nll["nll"], "elbo": nll["elbo"],
+            "kl": nll["kl"],
             "continuous": config.binarize == "none",
             "train_s": sum(r["seconds"] for r in metrics["history"]),
             "quality_s": quality["seconds"], **quality["rows"]["model"],
@@ -83,25 +84,29 @@ def _row(name: str, nll: str, r: dict, extra: str = "") -> str:
 
 
 def markdown(rows: list[dict], args) -> str:
-    lines = [f"Budget: {args.epochs} epochs per cell (batch 128, Adam 1e-3, seed {args.seed}, "
-             f"the epoch best on validation kept); NLL with K = {args.eval_samples} on "
-             f"{args.eval_limit or 'all'} random test points (nats; the Gaussian cell's is a "
-             f"density on grey levels, not comparable); {args.samples} pixel means from the "
-             f"prior against the whole test split; k = 3; "
-             f"{torch.get_num_threads()} CPU thread(s).", ""]
+    subset = (f"a stratified random {args.train_limit} training images" if args.train_limit
+              else "the whole training split")
+    lines = [f"Budget: {args.epochs} epochs per cell on {subset} (batch 128, Adam 1e-3, seed "
+             f"{args.seed}, the epoch best on validation kept); test NLL and ELBO with "
+             f"K = {args.eval_samples} on {args.eval_limit or 'all'} random test points "
+             f"(nats; the Gaussian cell's is a density on grey levels, not comparable); "
+             f"{args.samples} pixel means from the prior against the whole test split; "
+             f"k = 3; {torch.get_num_threads()} CPU thread(s).", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
         c = mine[0]["classifier"]
         lines += [f"**{dataset}** (classifier: test accuracy {c['test_accuracy']:.4f}, trained "
                   f"in {c['seconds']:.0f} s on {c['threads']} thread(s))", "",
-                  "| pair | epochs | test NLL | FD | precision | recall | class entropy | "
-                  "top p | label accuracy |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| pair | epochs | test NLL | ELBO | KL | FD | precision | recall | "
+                  "class entropy | top p | label accuracy |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mine:
             nll = f"{r['nll']:.2f}" + (" (density)" if r["continuous"] else "")
             acc = "" if r["label_accuracy"] is None else f"{r['label_accuracy']:.3f}"
-            lines.append(_row(r["pair"], f"{r['epochs']} | {nll}", r, acc))
+            lines.append(_row(r["pair"], f"{r['epochs']} | {nll} | {r['elbo']:.2f} | "
+                                         f"{r['kl']:.2f}", r, acc))
         for name, ref in mine[0]["references"].items():
-            lines.append(_row(name, "— | —", ref))
+            lines.append(_row(name, "— | — | — | —", ref))
         lines.append("")
     return "\n".join(lines)
 
@@ -111,6 +116,8 @@ def main(argv=None) -> None:
     p.add_argument("--datasets", default="mnist,fashion-mnist")
     p.add_argument("--cells", default=",".join(CELLS), help=f"any of {', '.join(CELLS)}")
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--train-limit", type=int, default=None,
+                   help="train every cell on a stratified random subset of this many images")
     p.add_argument("--eval-samples", type=int, default=1000, metavar="K")
     p.add_argument("--eval-limit", type=int, default=2000, help="random test points for NLL")
     p.add_argument("--samples", type=int, default=10_000, help="samples for sample quality")
