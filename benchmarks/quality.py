@@ -11,21 +11,30 @@ already trained and scored is read back; an interrupted one resumes. The referen
 dataset.
 
     python benchmarks/quality.py --epochs 10                       # every cell, both sets
+    python benchmarks/quality.py --cells mlp,beta0.5,beta4,gaussian,cvae --epochs 5 \
+        --train-limit 20000 --eval-samples 200 --eval-limit 1000 --samples 5000
+        # the README's table: about 18 min at 1 thread on the shared 2-core CPU
     python benchmarks/quality.py --datasets mnist --cells mlp,beta0.5,beta4 --epochs 5
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import time
 from pathlib import Path
 
+import pyro
 import torch
 
 from inference.checkpoint import load_json
 from inference.config import RunConfig
+from inference.datasets import load_splits
+from inference.quality import independent_pixels, model_samples
 from inference.quality.run import BASELINE, FLOOR, quality_run, quality_stem
+from inference.run_folder import load_run
 from inference.run_outputs import eval_stem, evaluate_run
 from inference.runs import train_run
 
@@ -42,6 +51,33 @@ CELLS = {
                  {"model": "gaussian_mlp", "binarize": "none",
                   "model_config": {"mean": "sigmoid"}}),
 }
+
+
+def edge_energy(x: torch.Tensor) -> float:
+    """Mean absolute difference between neighbouring pixels (N, D) of square grey images:
+    blur lowers it, noise raises it."""
+    side = math.isqrt(x.shape[1])
+    img = x.reshape(-1, side, side).double()  # (N, H, W)
+    return ((img[:, 1:] - img[:, :-1]).abs().mean()
+            + (img[:, :, 1:] - img[:, :, :-1]).abs().mean()).item() / 2
+
+
+@functools.cache
+def reference_sharpness(dataset: str) -> dict:
+    """Edge energy of the grey test images, and the reference rows' relative to it."""
+    train, _, test = load_splits(dataset, binarize="none")
+    real = edge_energy(test.x)
+    rows = train.subset(2000, seed=0).x
+    return {"test": real, FLOOR: edge_energy(rows) / real,
+            BASELINE: edge_energy(independent_pixels(train.x, 2000, seed=0)) / real}
+
+
+def sharpness(out: Path, dataset: str, n: int = 2000) -> float:
+    """Edge energy of ``n`` pixel means from the run's prior over that of the test images:
+    1 is as sharp as the data, below 1 blurrier."""
+    model, _, _ = load_run(out, "cpu")
+    pyro.set_rng_seed(0)
+    return edge_energy(model_samples(model, n)) / reference_sharpness(dataset)["test"]
 
 
 def run_cell(dataset: str, cell: str, args) -> dict:
@@ -69,18 +105,21 @@ def run_cell(dataset: str, cell: str, args) -> dict:
     return {"dataset": dataset, "cell": cell, "pair": name, "epochs": metrics["epochs"],
             "best_epoch": metrics.get("best_epoch"), "nll": nll["nll"], "elbo": nll["elbo"],
             "kl": nll["kl"],
-            "continuous": config.binarize == "none",
+            "continuous": config.binarize == "none", "target": nll.get("target", "x"),
             "train_s": sum(r["seconds"] for r in metrics["history"]),
             "quality_s": quality["seconds"], **quality["rows"]["model"],
+            "sharpness": sharpness(out, dataset),
             "label_accuracy": None if per_class is None else per_class["mean"]["accuracy"],
-            "references": {k: quality["rows"][k] for k in (FLOOR, BASELINE)},
+            "references": {k: {**quality["rows"][k],
+                               "sharpness": reference_sharpness(dataset)[k]}
+                           for k in (FLOOR, BASELINE)},
             "classifier": quality["classifier"]}
 
 
 def _row(name: str, nll: str, r: dict, extra: str = "") -> str:
     return (f"| {name} | {nll} | {r['frechet_distance']:.2f} | {r['precision']:.3f} | "
             f"{r['recall']:.3f} | {r['class_entropy']:.3f} | {r['top_probability']:.3f} |"
-            f" {extra} |")
+            f" {r['sharpness']:.2f} | {extra} |")
 
 
 def markdown(rows: list[dict], args) -> str:
@@ -91,17 +130,20 @@ def markdown(rows: list[dict], args) -> str:
              f"K = {args.eval_samples} on {args.eval_limit or 'all'} random test points "
              f"(nats; the Gaussian cell's is a density on grey levels, not comparable); "
              f"{args.samples} pixel means from the prior against the whole test split; "
-             f"k = 3; {torch.get_num_threads()} CPU thread(s).", ""]
+             f"k = 3; sharpness: edge energy (mean |difference| of neighbouring pixels) of "
+             f"2000 pixel means over the test images'; {torch.get_num_threads()} CPU "
+             f"thread(s).", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
         c = mine[0]["classifier"]
         lines += [f"**{dataset}** (classifier: test accuracy {c['test_accuracy']:.4f}, trained "
                   f"in {c['seconds']:.0f} s on {c['threads']} thread(s))", "",
                   "| pair | epochs | test NLL | ELBO | KL | FD | precision | recall | "
-                  "class entropy | top p | label accuracy |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "class entropy | top p | sharpness | label accuracy |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mine:
-            nll = f"{r['nll']:.2f}" + (" (density)" if r["continuous"] else "")
+            nll = (f"{r['nll']:.2f}" + (" (density)" if r["continuous"] else "")
+                   + (" (−log p(x, y))" if r.get("target") == "x, y" else ""))
             acc = "" if r["label_accuracy"] is None else f"{r['label_accuracy']:.3f}"
             lines.append(_row(r["pair"], f"{r['epochs']} | {nll} | {r['elbo']:.2f} | "
                                          f"{r['kl']:.2f}", r, acc))
