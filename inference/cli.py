@@ -196,6 +196,15 @@ def _eval_main(argv: list[str] | None) -> int:
                                      device=args.device or "auto", data_dir=args.data_dir,
                                      download=not args.no_download, checkpoint=args.checkpoint)
             return 0
+        if args.quality:
+            from inference.quality.run import quality_run
+
+            quality_run(args.run, split=args.split, n=args.quality_samples, pixels=args.pixels,
+                        limit=args.limit, seed=args.seed, classifier_seed=args.classifier_seed,
+                        cache_dir=args.classifier_cache, device=args.device or "auto",
+                        data_dir=args.data_dir, download=not args.no_download,
+                        checkpoint=args.checkpoint, progress=not args.quiet)
+            return 0
         evaluate_run(args.run, split=args.split, num_samples=args.num_samples, limit=args.limit,
                      chunk_size=args.chunk_size, batch_size=args.batch_size, seed=args.seed,
                      device=args.device or "auto", data_dir=args.data_dir,

@@ -112,7 +112,8 @@ def train_parser() -> argparse.ArgumentParser:
 
 def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="vae-eval", description="Importance-weighted test NLL and diagnostics of a run.")
+        prog="vae-eval", description="Importance-weighted test NLL and diagnostics of a run, "
+                                    "or its sample quality (--quality).")
     a = p.add_argument
     a("run", type=Path, help="run folder written by vae-train")
     a("--split", default="test", help="split of the run's dataset (default test)")
@@ -132,9 +133,24 @@ def eval_parser() -> argparse.ArgumentParser:
            "unsupervised (default all)")
     a("--metric-scale", type=float, default=1.0,
       help="with --disentanglement: multiply disentanglement_lib's sample sizes (default 1)")
+    _quality(a)
     _checkpoint(a)
     _common(a)
     return p
+
+
+def _quality(a) -> None:
+    a("--quality", action="store_true",
+      help="sample quality instead of the likelihood: Fréchet distance, precision, recall and "
+           "class coverage of samples from the prior in a classifier's feature space")
+    a("--quality-samples", type=int, default=10_000, metavar="N",
+      help="--quality: samples drawn from the prior (default 10000)")
+    a("--pixels", choices=("mean", "draw"), default="mean",
+      help="--quality: a sample is the decoder's mean (default) or a draw from it")
+    a("--classifier-seed", type=int, default=0, help="--quality: seed of the feature network")
+    a("--classifier-cache", type=Path,
+      help="--quality: folder of trained classifiers (default $VAE_LAB_CLASSIFIERS, else "
+           "~/.cache/pyro-vae-lab/classifiers)")
 
 
 def plot_parser() -> argparse.ArgumentParser:
