@@ -11,8 +11,8 @@ script trains with ``inference.train_run`` (the code path of ``vae-train``):
    importance-weighted NLL, with the code prior's share (rate over total).
 3. Codebook perplexity and dead codes per epoch, with and without EMA and restarts.
 
-    python benchmarks/vqvae.py --out /work/bench/vq             # train what is missing, score
-    python benchmarks/vqvae.py --out /work/bench/vq --figures docs/figures
+    python benchmarks/vqvae.py --out runs/bench-vq              # train what is missing, score
+    python benchmarks/vqvae.py --out runs/bench-vq --figures docs/figures/vqvae
 
 Run folders that already hold ``metrics.json`` are reused, so a second call only scores.
 Choose on validation, report on test: the runs keep their best validation epoch; every test
@@ -160,7 +160,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/bench-vq"))
     p.add_argument("--train-limit", type=int, default=10_000)
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--prior-epochs", type=int, default=8)
+    p.add_argument("--prior-epochs", type=int, default=6)
     p.add_argument("--ablation-limit", type=int, default=5000)
     p.add_argument("--ablation-epochs", type=int, default=6)
     p.add_argument("--init-scale", type=float, default=0.1,

@@ -148,6 +148,7 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
     if replicas is not None:
         summary["processes"] = replicas.world
     length = getattr(owner(model), "length", None)  # latent positions of a code grid
+    summary["point_mass"] = point_mass  # its "NLL" is −ELBO, an upper bound on −log p(x)
     if point_mass and length:
         summary["rate_bits_per_position"] = summary["kl"] / (length * math.log(2))
     log(format_scores(summary))

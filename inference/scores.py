@@ -80,6 +80,7 @@ def format_scores(s: dict[str, Any]) -> str:
     """A plain-text table of :func:`score`'s summary, with a warning line on bad k̂."""
     units = ", ".join(f"{k}: {v} / {s['latent_dims'][k]}" for k, v in s["active_units"].items())
     name = "NLL" if s.get("target", "x") == "x" else "−log p(x, y)"
+    name = f"{name} bound" if s.get("point_mass") else name  # −ELBO of a point-mass guide
     lines = [
         f"points {s['n']}, importance samples K = {s['num_samples']}",
         f"  {name:16s}{s['nll']:9.2f} nats  ± {s['nll_mc_stderr']:.3f} (Monte Carlo)  "

@@ -187,7 +187,7 @@ def test_vae_train_runs_both_stages_and_vae_eval_reports_the_bound(tmp_path, cap
     printed = capsys.readouterr().out
     assert "the guide is a point mass" in printed and "K = 1" in printed
     assert "Pareto" not in printed  # one weight per point: no tail to fit
-    assert "bits per latent position" in printed
+    assert "bits per latent position" in printed and "NLL bound" in printed
     assert sample_main([str(out), "-n", "4"]) == 0
     assert plot_main([str(out), "codebook", "--out", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig" / "codebook.png").stat().st_size > 1000
