@@ -87,12 +87,13 @@ def fit(model, guide, train: Any, *, valid: Any = None, test: Any = None,
     are checked once (:func:`~inference.check_pair`), then the hot loop runs with Pyro's
     validation off.
 
-    After every epoch the validation data (``valid``) and the first ``train_eval_points``
-    training points are scored with one draw of z per point (ELBO, reconstruction and KL,
-    :func:`~inference.elbo_terms`; ``eval_loss`` replaces the ELBO's estimator). The best
-    epoch is the one with the highest validation ELBO; ``patience`` stops training after
-    that many epochs without a better one. With validation data ``fit`` returns with the
-    best epoch's weights, and ``test`` is scored once, at the end, with them
+    After every epoch the validation data (``valid``) and a fixed random ``train_eval_points``
+    of the training points (stratified by label) are scored with one draw of z per point
+    (ELBO, reconstruction and KL, :func:`~inference.elbo_terms`; ``eval_loss`` replaces the
+    ELBO's estimator). The best epoch is the one with the highest validation ELBO;
+    ``patience`` stops training after that many epochs without a better one. With
+    validation data ``fit`` returns with the best epoch's weights, and ``test`` is scored
+    once, at the end, with them
     (``history.test``): choose on validation, report on test.
 
     ``checkpoint``: written atomically after every epoch (and ``best.pt`` beside it at every

@@ -44,8 +44,9 @@ class History:
     Per epoch (``records``): ``objective``, the training objective's running mean over the
     epoch's steps, as a value to maximize (``objective_name`` says which: the ELBO, a
     β-weighted ELBO, an importance-weighted bound...), taken while the weights change;
-    ``train_elbo``, ``train_reconstruction``, ``train_kl``, one-draw ELBO terms of the first
-    ``train_eval_points`` training points after the epoch (:func:`~inference.elbo_terms`);
+    ``train_elbo``, ``train_reconstruction``, ``train_kl``, one-draw ELBO terms of a fixed
+    random ``train_eval_points`` of the training points (stratified by label, seed 0: files
+    can be ordered by class) after the epoch (:func:`~inference.elbo_terms`);
     ``valid_*``, the same on the validation data; plus ``epoch``, ``seconds``, ``steps``,
     ``lr`` and ``beta``. Once per run: ``best_epoch`` (highest ``valid_elbo``),
     ``stopped_early``, ``initial_elbo`` (the held-out ELBO before training) and ``test``,
@@ -225,6 +226,16 @@ class Trainer:
                 bar.update()
         return -total.item() / seen, n_steps
 
+    def _train_sample(self, train: TensorData) -> TensorData:
+        """The training points scored after every epoch: the same random, label-stratified
+        ``train_eval_points`` each time (all of them when there are fewer)."""
+        if self.train_eval_points >= len(train):
+            return train
+        cached = getattr(self, "_train_eval", None)
+        if cached is None or cached[0] is not train:
+            self._train_eval = (train, train.subset(self.train_eval_points, seed=0))
+        return self._train_eval[1]
+
     def score(self, data) -> dict[str, float]:
         """ELBO, reconstruction and KL per point of ``data`` (the ELBO by ``eval_loss`` if
         one was given)."""
@@ -257,7 +268,7 @@ class Trainer:
         if extra is not None:
             record.update(extra())
         if self.train_eval_points and isinstance(train, TensorData):
-            scores = self.score(train.take(self.train_eval_points))
+            scores = self.score(self._train_sample(train))
             record.update({f"train_{k}": scores[k] for k in SCORES})
         if valid is not None:
             scores = self.score(valid)

@@ -180,3 +180,22 @@ def test_fit_on_cuda_keeps_data_on_the_device(binary_x):
     history = fit(model, guide, binary_x, valid=binary_x, epochs=2, device="cuda", progress=False)
     assert next(model.parameters()).is_cuda and next(guide.parameters()).is_cuda
     assert history.valid_elbo[-1] > history.valid_elbo[0] - 5
+
+
+def test_per_epoch_training_scores_read_a_random_stratified_subset_not_the_first_rows(binary_x):
+    """Files can be ordered by class: the training points scored after every epoch are a
+    fixed random draw over every class, not the first rows."""
+    from inference.data import TensorData
+    from inference.trainer import Trainer
+
+    model, guide = make_model("bernoulli_mlp", z_dim=2, hidden=(8,)), make_guide(
+        "gaussian_mlp", z_dim=2, hidden=(8,))
+    data = TensorData(binary_x[:60], torch.arange(60) // 6)  # 10 classes, in order
+    opt = torch.optim.Adam([*model.parameters(), *guide.parameters()], lr=1e-3)
+    trainer = Trainer(model, guide, Trace_ELBO(), opt, seed=0, clip_norm=None, progress=False,
+                      train_eval_points=20)
+    sample = trainer._train_sample(data)
+    assert len(sample) == 20 and sorted(set(sample.y.tolist())) == list(range(10))
+    assert trainer._train_sample(data) is sample  # the same points every epoch
+    assert Trainer(model, guide, Trace_ELBO(), opt, seed=0, clip_norm=None, progress=False,
+                   train_eval_points=100)._train_sample(data) is data
