@@ -141,6 +141,17 @@ def default_sizes(n: int, features: int, num_samples: int, batch_size: int | Non
     return batch, min(chunk, num_samples)
 
 
+def pair_and_data(model, guide, x, y=None, *, empty: str):
+    """``model`` and ``guide`` as programs, ``x`` (with ``y``) as data on the pair's device,
+    and that device; ``empty`` is the error's start when there is no data point."""
+    model, guide = program(model, "model"), program(guide, "guide")
+    data = as_data(x if y is None else (x, y))
+    if len(data) == 0:
+        raise ValueError(f"{empty}, got none")
+    device = device_of(model, guide)
+    return model, guide, data.to(device), device
+
+
 @torch.no_grad()
 def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
                       chunk_size: int | None = None, batch_size: int | None = None,
@@ -168,12 +179,9 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
     positive_int("num_samples", num_samples)
     optional(positive_int, "chunk_size", chunk_size)
     optional(positive_int, "batch_size", batch_size)
-    model, guide = program(model, "model"), program(guide, "guide")
-    data = as_data(x if y is None else (x, y))
-    if len(data) == 0:
-        raise ValueError("importance sampling needs at least one data point, got none")
-    device = device_of(model, guide)
-    data = data.to(device)
+    model, guide, data, device = pair_and_data(model, guide, x, y,
+                                               empty="importance sampling needs at least "
+                                                     "one data point")
     head_x, head_y = data.head(1)
     batch, chunk = default_sizes(len(data), head_x[0].numel(), num_samples, batch_size,
                                  chunk_size)

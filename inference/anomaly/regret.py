@@ -41,9 +41,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import transform_to
 
-from inference.data import as_data
-from inference.marginal import batch_seed
-from inference.programs import PairError, device_of, program
+from inference.marginal import batch_seed, pair_and_data
+from inference.programs import PairError
 from inference.traces import log_weights, particle_dim
 from inference.validate import non_negative_int, positive_float, positive_int
 from models.distributions import DiagNormal
@@ -188,12 +187,9 @@ def likelihood_regret(model, guide, x, *, y=None, steps: int = 100, lr: float = 
     for name, value in (("particles", particles), ("eval_particles", eval_particles),
                         ("batch_size", batch_size)):
         positive_int(name, value)
-    model, guide = program(model, "model"), program(guide, "guide")
-    data = as_data(x if y is None else (x, y))
-    if len(data) == 0:
-        raise ValueError("likelihood regret needs at least one example, got none")
-    device = device_of(model, guide)
-    data = data.to(device)
+    model, guide, data, device = pair_and_data(model, guide, x, y,
+                                               empty="likelihood regret needs at least one "
+                                                     "example")
     dim = particle_dim(model, guide, *data.head(1))
     parts = []
     fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
