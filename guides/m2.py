@@ -27,7 +27,7 @@ class M2Guide(PyroModule):
 
     The y site is marked for parallel enumeration (``config_enumerate``): under
     ``TraceEnum_ELBO`` the unlabelled objective sums over the C classes exactly, weighted by
-    q(y | x); other ELBOs sample y. :attr:`classifier` gives q(y | x)'s logits.
+    q(y | x); other ELBOs sample y. ``classifier`` gives q(y | x)'s logits.
 
     ========  ===========  ===============================================
     site      event shape  plate

@@ -61,7 +61,7 @@ class ImportanceSummary:
 
     @property
     def mc_stderr(self) -> torch.Tensor:
-        """Delta-method Monte Carlo standard error of each log p̂(x): √(1/ESS − 1/K)."""
+        """Delta-method Monte Carlo standard error of each log p̂(x), √(1/ESS − 1/K)."""
         return (1 / self.ess - 1 / self.num_samples).clamp(min=0).sqrt()
 
 
@@ -76,7 +76,7 @@ def _chunk(model, guide, x, y, *, k: int, dim: int):
 @torch.no_grad()
 def chunk_log_weights(model, guide, x, y, k: int, dim: int):
     """Draw ``k`` particles for each row of x; return log w (k, N), log p(x | z) (k, N)
-    and the guide's draws {site: (k, N, *event)}. See :func:`inference.traces.log_weights`."""
+    and the guide's draws ``{site: (k, N, *event)}``. See :func:`inference.traces.log_weights`."""
     return _chunk(model, guide, x, y, k=k, dim=dim)
 
 

@@ -50,7 +50,7 @@ class Pair:
 
     @property
     def owners(self) -> dict[str, torch.nn.Module]:
-        """{"model": module, "guide": module} for the programs that have one, each once."""
+        """The modules that own the programs, ``{"model": module, "guide": module}``, each once."""
         out: dict[str, torch.nn.Module] = {}
         for role, fn in (("model", self.model), ("guide", self.guide)):
             module = owner(fn)

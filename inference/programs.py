@@ -151,7 +151,7 @@ class Sites:
 
     @property
     def z(self) -> str:
-        """The latent site figures encode and decode: ``z`` if there is one, else the first."""
+        """The latent site that figures encode and decode, ``z`` if there is one, else the first."""
         if not self.latent:
             raise ValueError("this model has no latent site: it is fully observed")
         return "z" if "z" in self.latent else self.latent[0]

@@ -37,9 +37,10 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
     """Summary scores of a pair on ``data`` and per-point tensors (nll, nll_mc_stderr, khat).
 
     All scores are per data point, in nats (log p and ELBO: higher is better; NLL: lower).
-    With ``seed`` each batch of points draws from its own seed (:func:`~inference.marginal.
-    batch_seed`), and in a process group (torchrun) the ranks share the points
-    (:func:`inference.distributed.importance_sample`): the estimates are the same either way.
+    With ``seed`` each batch of points draws from its own seed
+    (:func:`~inference.marginal.batch_seed`), and in a process group (torchrun) the ranks
+    share the points (:func:`inference.distributed.importance_sample`): the estimates are the
+    same either way.
     """
     from inference.distributed import importance_sample as sharded  # it builds on marginal
 

@@ -2,7 +2,7 @@
 once per data point, and a flow posterior q(z | x) as a distribution.
 
 A flow guide draws z_0 from a diagonal Gaussian q_0(z | x) and pushes it through invertible
-steps f_1 ... f_T, each conditioned on features h of x. By the change of variables,
+steps f_1 ... f_T, each conditioned on features h of x. By the change of variables::
 
     log q(z_T | x) = log q_0(z_0 | x) − Σ_t log |det ∂f_t / ∂z_{t−1}|,
 

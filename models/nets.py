@@ -35,7 +35,8 @@ def activation(name: str) -> nn.Module:
 
 
 def mlp(sizes: Sequence[int], act: str, *, final_activation: bool = False) -> nn.Sequential:
-    """Fully connected network ``sizes[0] -> ... -> sizes[-1]`` with ``act`` between layers."""
+    """Fully connected network ``sizes[0] -> sizes[1] -> … -> sizes[-1]``, ``act`` between
+    layers."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(n_in, n_out))

@@ -11,7 +11,7 @@ Every score is high for data the model should flag (nats per example):
                 2020; :mod:`.complexity`).
 ``ratio``       −log p̂(x) + log p̂_0(x) of a background model trained on perturbed inputs
                 (Ren et al. 2019; :mod:`.ratio`).
-``typicality``  |−log p̂(x) − Ĥ|, Ĥ the mean on held-out in-distribution data; a batch test
+``typicality``  ``|−log p̂(x) − Ĥ|``, Ĥ the mean on held-out in-distribution data; a batch test
                 in the paper (Nalisnick et al. 2019b; :mod:`.typicality`).
 ==============  ============================================================================
 

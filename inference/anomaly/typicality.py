@@ -5,13 +5,13 @@ Out-of-Distribution Inputs to Deep Generative Models Using Typicality", arXiv:19
 Data drawn from a model's distribution have a mean negative log-likelihood close to the
 distribution's entropy H, and data from elsewhere need not: a set that is *more* likely
 than typical (MNIST under a Fashion-MNIST model) is as suspect as a less likely one. For a
-batch of M inputs the statistic is
+batch of M inputs the statistic is::
 
     ε̂ = | (1/M) Σ_m −log p(x_m) − Ĥ |,
 
 with Ĥ the mean −log p̂(x) of held-out in-distribution data (the validation split). It is
 a test of batches, not of single inputs: M = 1 gives the two-sided per-example score
-|−log p̂(x) − Ĥ|. The paper calibrates a threshold on bootstrapped validation batches;
+``|−log p̂(x) − Ĥ|``. The paper calibrates a threshold on bootstrapped validation batches;
 here the batch statistics of in- and out-of-distribution sets are compared by AUROC.
 """
 
@@ -23,7 +23,7 @@ from inference.validate import positive_int
 
 
 def typicality_scores(nll: torch.Tensor, entropy: float) -> torch.Tensor:
-    """|−log p̂(x) − Ĥ| per example (N,): the test with batches of one."""
+    """``|−log p̂(x) − Ĥ|`` per example (N,): the test with batches of one."""
     return (nll - entropy).abs()
 
 

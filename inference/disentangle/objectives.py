@@ -54,7 +54,7 @@ class _BatchObjective(DifferentiableELBO):
 class BetaTCVAE(_BatchObjective):
     """β-TCVAE (Chen, Li, Grosse & Duvenaud 2018, "Isolating sources of disentanglement in
     variational autoencoders"): the ELBO's KL term split into index-code mutual information,
-    total correlation and dimension-wise KL, weighted α, β, γ:
+    total correlation and dimension-wise KL, weighted α, β, γ::
 
         loss = −Σ_i [log p(x_i | z_i) − α (log q(z_i | x_i) − log q(z_i))
                      − β (log q(z_i) − Σ_j log q(z_ij)) − γ (Σ_j log q(z_ij) − log p(z_i))]
@@ -160,7 +160,7 @@ class DIPVAE(_BatchObjective):
 
 
 class AnnealedCapacity(_BatchObjective):
-    """Capacity annealing (Burgess et al. 2018, "Understanding disentangling in β-VAE"):
+    """Capacity annealing (Burgess et al. 2018, "Understanding disentangling in β-VAE")::
 
         loss = −Σ_i log p(x_i | z_i) + γ N |mean_i KL(q(z | x_i) || p(z)) − C(t)|
 

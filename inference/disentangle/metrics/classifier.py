@@ -24,7 +24,7 @@ POINTS_PER_CHUNK = 16  # training points whose batches are rendered and encoded 
 
 def _pairs_features(data, representation, k: torch.Tensor, batch_size: int,
                     g: torch.Generator) -> np.ndarray:
-    """Per point p: mean |r(x1) − r(x2)| over a batch of pairs sharing factor k[p] (P, d)."""
+    """Per point p: mean ``|r(x1) − r(x2)|`` over a batch of pairs sharing factor k[p] (P, d)."""
     p, f = len(k), data.num_factors
     first = data.sample_factors(p * batch_size, g).view(p, batch_size, f)
     second = data.sample_factors(p * batch_size, g).view(p, batch_size, f)
@@ -48,7 +48,7 @@ def beta_vae_score(data: GroundTruthData, representation: Representation,
     """BetaVAE score (Higgins et al. 2017, "β-VAE: learning basic visual concepts with a
     constrained variational framework"): each point picks a factor k, draws ``batch_size``
     pairs of observations that share factor k (all else random) and averages
-    |r(x1) − r(x2)|; a logistic regression predicts k from that. The score is its accuracy
+    ``|r(x1) − r(x2)|``; a logistic regression predicts k from that. The score is its accuracy
     on ``num_eval`` held-out points (``eval_accuracy``).
 
     disentanglement_lib's defaults (batch 64, 10,000 train, 5,000 eval). Its logistic
