@@ -22,6 +22,7 @@ import time
 
 import pyro
 import torch
+from provenance import write_table
 from torch import nn
 from torch.nn import functional as F
 
@@ -78,10 +79,17 @@ def main(argv=None) -> None:
         for c in range(10):
             images = class_samples(model, c, args.per_class)  # (per_class, 784)
             shares.append((judge(images).argmax(-1) == c).float().mean().item())
-    print("| class | " + " | ".join(map(str, range(10))) + " | all |")
-    print("|---" * 12 + "|")
-    print("| recognised | " + " | ".join(f"{s:.2f}" for s in shares) +
-          f" | **{sum(shares) / 10:.4f}** |")
+    table = "\n".join([
+        f"Judge: an MLP on grey-level MNIST, test accuracy {judge_acc:.4f}. Conditional VAE: "
+        f"z_dim {args.z_dim}, test ELBO {history.test['elbo']:.2f}.", "",
+        "| class | " + " | ".join(map(str, range(10))) + " | all |", "|---" * 12 + "|",
+        "| recognised | " + " | ".join(f"{s:.2f}" for s in shares) +
+        f" | **{sum(shares) / 10:.4f}** |"])
+    print(table)
+    write_table(f"conditional-z{args.z_dim}", table,
+                budget=f"{args.epochs} epochs of full MNIST (batch 128, Adam 1e-3); judge "
+                       f"{args.classifier_epochs} epochs; {args.per_class} samples per class",
+                seeds=str(args.seed))
 
 
 if __name__ == "__main__":

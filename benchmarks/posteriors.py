@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import write_table
 
 from inference.checkpoint import load_checkpoint, load_json
 from inference.config import RunConfig
@@ -91,6 +92,7 @@ def run_cell(name: str, args) -> dict:
             "elbo": scores["elbo"], "kl": scores["kl"],
             "active_units": sum(scores["active_units"].values()),
             "ess_median": scores["ess_median"], "khat_bad": scores["share_khat_above_0.7"],
+            "khat_median": load_checkpoint(out / f"{stem}-points.pt")["khat"].median().item(),
             "points": scores["n"], "rows": scores["data"].get("rows"),
             "device": metrics["device"], "fast_path": metrics.get("fast_path"),
             "points_file": str(out / f"{stem}-points.pt")}
@@ -121,16 +123,17 @@ def markdown(rows: list[dict], pairs: list[dict], args) -> str:
              f"({'all' if args.limit is None else f'a random {args.limit}, seed {args.seed}'}). "
              f"Nats; lower NLL is better.", "",
              "| cell | NLL | ± MC | ± test set | ELBO | KL | active units | median ESS | "
-             "k̂ > 0.7 | s / epoch | best epoch |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "k̂ > 0.7 | median k̂ | s / epoch | best epoch |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['label']} | {r['nll']:.2f} | {r['mc_stderr']:.3f} | "
                      f"{r['test_stderr']:.2f} | {r['elbo']:.2f} | {r['kl']:.2f} | "
                      f"{r['active_units']} | {r['ess_median']:.1f} of {args.eval_samples} | "
-                     f"{100 * r['khat_bad']:.1f}% | {r['s_per_epoch']:.1f} | "
+                     f"{100 * r['khat_bad']:.1f}% | {r['khat_median']:.2f} | "
+                     f"{r['s_per_epoch']:.1f} | "
                      f"{r['best_epoch']} of {r['epochs']} |")
     for label, nll, budget in REFERENCES:
-        lines.append(f"| {label} | {nll:.2f} | | | | | | | | | {budget} |")
+        lines.append(f"| {label} | {nll:.2f} | | | | | | | | | | {budget} |")
     lines += ["", "Paired differences on the same test points (a − b; negative: a is better):",
               "", "| a | b | NLL(a) − NLL(b) | ± paired se | median ESS ratio a / b | "
               "mean k̂(a) − k̂(b) |", "|---|---|---|---|---|---|"]
@@ -173,6 +176,9 @@ def main(argv=None) -> None:
                                                         "paired": pairs}, indent=1))
     print(table)
     print(f"wrote {Path(args.out, 'table.md')} ({time.perf_counter() - start:.0f} s)")
+    write_table(f"posteriors-seed{args.seed}", table,
+                budget=f"{args.epochs} epochs per cell, K = {args.eval_samples}",
+                seeds=str(args.seed))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ already trained and scored is read back; an interrupted one resumes. The referen
 dataset.
 
     python benchmarks/quality.py --epochs 10                       # every cell, both sets
-    python benchmarks/quality.py --cells mlp,beta0.5,beta4,gaussian,cvae --epochs 5 \
-        --train-limit 20000 --eval-samples 200 --eval-limit 1000 --samples 5000
-        # the README's table: about 18 min at 1 thread on the shared 2-core CPU
+    python benchmarks/quality.py --cells mlp,beta0.5,beta4,gaussian,cvae,conv,two_layer \
+        --epochs 5 --train-limit 20000 --eval-samples 200 --eval-limit 1000 --samples 5000
+        # the docs' table (7 cells, both sets): about 27 min at 1 thread on the shared 2-core CPU
     python benchmarks/quality.py --datasets mnist --cells mlp,beta0.5,beta4 --epochs 5
 """
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pyro
 import torch
+from provenance import write_table
 
 from inference.checkpoint import load_json
 from inference.config import RunConfig
@@ -180,6 +181,9 @@ def main(argv=None) -> None:
     Path(args.out, "table.json").write_text(json.dumps(rows, indent=1))
     print(table)
     print(f"wrote {Path(args.out, 'table.md')} ({time.perf_counter() - start:.0f} s)")
+    write_table("quality" if args.seed == 0 else f"quality-seed{args.seed}", table,
+                budget=f"{args.epochs} epochs per cell, K = {args.eval_samples}, "
+                       f"{args.samples} samples", seeds=str(args.seed))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import statistics
 import time
 
 import torch
+from provenance import write_table
 
 from inference.disentangle.sprites import Sprites, render, stamps
 
@@ -40,12 +41,19 @@ def main() -> None:
     stamps()
     print(f"stamps (once per process): {time.perf_counter() - start:.3f} s")
     factors = data.sample_factors(args.batch, 0)
-    for name, fn in (("render, uint8 (n, 64, 64)", lambda: render(factors)),
-                     ("observations, float32 (n, 4096)", lambda: data.observations(factors))):
+    rows = ["| what | seconds for the batch: median (min to max) | load average |",
+            "| --- | --- | --- |"]
+    for name, fn in (("`render`, uint8 (n, 64, 64)", lambda: render(factors)),
+                     ("`observations`, float32 (n, 4096)", lambda: data.observations(factors))):
         t = timed(fn, args.rounds)
         print(f"{name}: {args.batch} images in {statistics.median(t):.3f} s (median of "
               f"{args.rounds}; {min(t):.3f} to {max(t):.3f}), {args.threads} thread(s), "
               f"load average {os.getloadavg()[0]:.1f}")
+        rows.append(f"| {name} | {statistics.median(t):.3f} ({min(t):.3f} to {max(t):.3f}) | "
+                    f"{os.getloadavg()[0]:.1f} |")
+    write_table("sprites-render", "\n".join(rows),
+                budget=f"{args.batch} random factor combinations, {args.rounds} rounds, "
+                       f"{args.threads} thread(s)", seeds="0 (the factors)")
 
 
 if __name__ == "__main__":

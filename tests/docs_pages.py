@@ -164,12 +164,13 @@ def parse(name: str, args: list[str]) -> str | None:
             contextlib.redirect_stdout(io.StringIO()):
         try:
             if name.startswith("benchmarks/"):
-                saved = sys.argv
+                saved = sys.argv, list(sys.path)
                 sys.argv = [name, *args]
+                sys.path.insert(0, str((ROOT / name).parent))  # as `python script.py` does
                 try:
                     runpy.run_path(str(ROOT / name), run_name="__main__")
                 finally:
-                    sys.argv = saved
+                    sys.argv, sys.path[:] = saved
             else:
                 module, function = scripts()[name].split(":")
                 getattr(importlib.import_module(module), function)(args)

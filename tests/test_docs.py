@@ -70,13 +70,22 @@ def test_a_broken_docstring_reference_fails_the_build(tmp_path, target, fails):
                                                     for p in PYTHON_PAGES])
 def test_python_examples_run(page, tmp_path, monkeypatch):
     """The page's ```python blocks, in order, in one namespace, in an empty folder."""
+    from guides import GUIDES
+    from models import MODELS
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    registered = {r: dict(r._classes) for r in (MODELS, GUIDES)}
     namespace: dict = {"__name__": "__docs__"}
-    for block in docs_pages.blocks(page):
-        if block.lang == "python":
-            code = compile(textwrap.dedent(block.text), block.where(), "exec")
-            exec(code, namespace)  # noqa: S102
+    try:
+        for block in docs_pages.blocks(page):
+            if block.lang == "python":
+                code = compile(textwrap.dedent(block.text), block.where(), "exec")
+                exec(code, namespace)  # noqa: S102
+    finally:  # a page that registers a model (adding-a-model) leaves no trace
+        for registry, classes in registered.items():
+            registry._classes.clear()
+            registry._classes.update(classes)
 
 
 @pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[b.where() for b in SHELL_BLOCKS])
