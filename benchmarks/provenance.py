@@ -8,7 +8,7 @@ A benchmark script ends with::
 
 which writes ``docs/benchmarks/tables/posteriors.md``: one line stating the command (the
 script and its arguments, as run), the budget, the seeds, the date, the commit (with
-``+ local changes`` when tracked files differ from it), the machine, then the table. The
+``+ local changes`` when tracked code differs from it), the machine, then the table. The
 page ``docs/benchmarks/<name>.md`` includes that file, so no table on the site is typed by
 hand. ``--table-dir`` style options can pass another ``folder``.
 """
@@ -27,14 +27,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLES = ROOT / "docs" / "benchmarks" / "tables"
 
 
+CODE = ("models", "guides", "inference", "benchmarks", "pyproject.toml")
+
+
 def commit() -> str:
-    """The checkout's commit, ``+ local changes`` when tracked files differ from it."""
+    """The checkout's commit, ``+ local changes`` when tracked code (not the docs) differs
+    from it."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
                               check=False).stdout.strip()
 
     head = git("rev-parse", "--short=10", "HEAD") or "unknown (not a git checkout)"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *CODE)
     return f"{head} + local changes" if dirty else head
 
 
