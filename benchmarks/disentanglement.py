@@ -8,7 +8,7 @@ FactorVAE score and DCI, with the test ELBO and the ELBO's decomposition. Writes
 ``table.md``, ``results.json`` and ``mig-vs-beta.png`` into ``--out``.
 
     python benchmarks/disentanglement.py --out runs/disentangle   # the full table: 8 to 9 h
-    # the README's table: 26 min at one thread on the 2-core shared CPU
+    # the docs' table: 26 min at one thread on the 2-core shared CPU
     python benchmarks/disentanglement.py --out runs/dis-small --seeds 0,1,2 --hidden 128 \\
         --steps 1000 --train-points 10000 --valid-points 1000 --metric-scale 0.1 \\
         --dci-trees 10 --decomposition-points 2000

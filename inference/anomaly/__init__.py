@@ -18,8 +18,8 @@ Every score is high for data the model should flag (nats per example):
 Raw likelihood is known to rank some out-of-distribution sets *above* the training data
 (Nalisnick, Matsukawa, Teh, Gorur & Lakshminarayanan, "Do Deep Generative Models Know What
 They Don't Know?", ICLR 2019): a VAE trained on Fashion-MNIST finds MNIST digits more
-likely than its own test set. The other scores correct for it (README, "Anomaly
-detection"). :mod:`.metrics` gives AUROC, AUPRC and FPR@95 through scikit-learn, and
+likely than its own test set. The other scores correct for it
+(docs/guide/anomaly.md). :mod:`.metrics` gives AUROC, AUPRC and FPR@95 through scikit-learn, and
 :mod:`.detect` scores several sets and scores at once, sharing the log p̂(x) they need.
 """
 

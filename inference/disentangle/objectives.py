@@ -11,7 +11,7 @@ name) and one particle.
 
 FactorVAE (Kim & Mnih 2018) is not here: its discriminator has its own parameters and
 optimizer, while ``fit`` optimizes, checkpoints and restores the pair's parameters only
-(README, "Disentanglement").
+(docs/guide/disentanglement.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``vae-eval RUN --quality``: sample quality of a run folder's pair against a split of its
-dataset, beside two reference rows measured the same way (README, "Sample quality")."""
+dataset, beside two reference rows measured the same way (docs/guide/quality.md)."""
 
 from __future__ import annotations
 
