@@ -95,7 +95,7 @@ def tie(model: Any, guide: Any) -> None:
     """Let ``model`` use networks of ``guide``: calls ``model.tie(guide)`` where the model's
     class defines it, and leaves any other pair as it is.
 
-    The one way a model shares a network with its guide (docs/guide/posteriors.md, "Sharing a network"): the
+    The one way a model shares a network with its guide (docs/guide/posteriors.md): the
     VampPrior builds its prior from the guide's encoder, the VQ-VAE decodes from its guide's
     codebook. ``vae-train`` and ``load_run`` tie every registered pair they build; from
     Python, tie after ``make_model`` and ``make_guide``. The model keeps a reference to the
