@@ -125,6 +125,17 @@ def program(fn: Callable, role: str = "model") -> Callable:
     return Program(fn) if n == 1 else fn
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False; "
+                         "use device='cpu' or 'auto'")
+    return device
+
+
 def device_of(*fns: Callable) -> torch.device:
     """Where a pair lives: the device of the first parameter of the modules that own the
     programs, else of Pyro's parameter store (functions with ``pyro.param``), else the CPU."""

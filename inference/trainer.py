@@ -226,9 +226,13 @@ class Trainer:
                 bar.update()
         return -total.item() / seen, n_steps
 
-    def _train_sample(self, train: TensorData) -> TensorData:
-        """The training points scored after every epoch: the same random, label-stratified
-        ``train_eval_points`` each time (all of them when there are fewer)."""
+    def train_points(self, train) -> TensorData | None:
+        """The training points scored, before training (the divergence check's baseline
+        without validation data) and after every epoch: the same random, label-stratified
+        ``train_eval_points`` each time (all of them when there are fewer; None when
+        ``train_eval_points`` is 0 or the data is not a :class:`TensorData`)."""
+        if not self.train_eval_points or not isinstance(train, TensorData):
+            return None
         if self.train_eval_points >= len(train):
             return train
         cached = getattr(self, "_train_eval", None)
@@ -267,17 +271,21 @@ class Trainer:
         extra = getattr(self.loss, "epoch_metrics", None)  # e.g. a codebook's usage
         if extra is not None:
             record.update(extra())
-        if self.train_eval_points and isinstance(train, TensorData):
-            scores = self.score(self._train_sample(train))
-            record.update({f"train_{k}": scores[k] for k in SCORES})
-        if valid is not None:
-            scores = self.score(valid)
-            record.update({f"valid_{k}": scores[k] for k in SCORES})
+        record.update(self.epoch_scores(train, valid))
         record.update(seconds=time.perf_counter() - start, steps=steps,
                       lr=self.optimizer.param_groups[0]["lr"])
         if self.beta is not None:
             record["beta"] = float(self.beta.beta)
         self.history.records.append(record)
+        return record
+
+    def epoch_scores(self, train, valid) -> dict[str, float]:
+        """``train_*`` scores of :meth:`train_points` and ``valid_*`` of ``valid``."""
+        record = {}
+        for which, data in (("train", self.train_points(train)), ("valid", valid)):
+            if data is not None:
+                scores = self.score(data)
+                record.update({f"{which}_{k}": scores[k] for k in SCORES})
         return record
 
     def check_scores(self, record: dict[str, Any]) -> None:
