@@ -3,13 +3,16 @@
 :class:`TensorData` holds flat data ``x`` of shape (N, D) with optional labels ``y`` (N,);
 with ``binarize="dynamic"`` every minibatch is a fresh Bernoulli draw from the pixel
 intensities (Salakhutdinov & Murray 2008), made on the device. Any ``torch.utils.data.Dataset``
-works too, through :class:`LoaderData`.
+works too, through :class:`LoaderData`. :func:`resolve_data_dir` says where the data files
+live.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +21,14 @@ from torch.utils.data import DataLoader, Dataset
 from inference.check import DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]
+ENV_VAR = "VAE_LAB_DATA"
+
+
+def resolve_data_dir(path: str | os.PathLike | None = None) -> Path:
+    """The data folder: ``path``, else ``$VAE_LAB_DATA``, else ``~/.cache/pyro-vae-lab``."""
+    if path is None:
+        path = os.environ.get(ENV_VAR) or Path.home() / ".cache" / "pyro-vae-lab"
+    return Path(path).expanduser().resolve()
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 
 from inference.check import DataError
-from inference.data import TensorData
+from inference.data import ENV_VAR, TensorData, resolve_data_dir
 
 DATASETS = ("embedded", "mnist", "fashion-mnist", "binarized-mnist", "sprites", "dsprites")
 BINARIZE = ("dynamic", "static", "none")
-ENV_VAR = "VAE_LAB_DATA"
 IMAGE_SHAPE = (1, 28, 28)
 _IDX = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _PREFIX = {"train": "train", "test": "t10k"}
@@ -35,13 +34,6 @@ _AMAT_SHA256 = {  # of the decompressed .amat files (TensorFlow Datasets' checks
     "valid": "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
     "test": "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
 }
-
-
-def resolve_data_dir(path: str | os.PathLike | None = None) -> Path:
-    """The data folder: ``path``, else ``$VAE_LAB_DATA``, else ``~/.cache/pyro-vae-lab``."""
-    if path is None:
-        path = os.environ.get(ENV_VAR) or Path.home() / ".cache" / "pyro-vae-lab"
-    return Path(path).expanduser().resolve()
 
 
 def _open_bytes(path: Path) -> bytes:
@@ -192,7 +184,7 @@ def load_dataset(name: str = "embedded", split: str = "train", *, binarize: str 
                          f"valid=N (--valid N)")
     root = resolve_data_dir(data_dir)
     if name in ("sprites", "dsprites"):  # binary images, rendered or read: no binarization
-        from inference.disentangle.data import load_factor_split
+        from inference.disentangle.data import load_factor_split  # the factor code, on demand
 
         return load_factor_split(name, split, valid=valid, data_dir=root, download=download)
     if name == "binarized-mnist":

@@ -24,7 +24,7 @@ from inference.checkpoint import (
     save_json,
 )
 from inference.pair import Pair, as_pair
-from inference.programs import owner, program
+from inference.programs import owner, program, resolve_device
 from models import MODELS, tie
 
 CHECKPOINTS = ("best", "last")
@@ -73,8 +73,6 @@ def load_run(out: str | Path, device: str | torch.device | None = "cpu", *,
     names and configs the run saved; any other pair is given as ``model`` and ``guide`` and
     gets the weights. The file is read with ``weights_only=True``.
     """
-    from inference.train import resolve_device
-
     path = checkpoint_path(out, checkpoint)
     state = load_checkpoint(path)
     config = state.get("config") or {}

@@ -115,8 +115,8 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
     share the points and rank 0 writes what one process would.
     """
     from inference.distributed import Replicas
+    from inference.programs import resolve_device
     from inference.scores import format_scores, score
-    from inference.train import resolve_device
 
     optional(positive_int, "limit", limit)
     out = Path(out)

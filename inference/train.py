@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from tqdm import tqdm
 from inference.check import DataError
 from inference.checkpoint import WriteError, run_lock, save_checkpoint
 from inference.data import as_data
+from inference.distributed import DistributedTrainer, Replicas
 from inference.pair import as_pair
-from inference.programs import device_of
+from inference.programs import device_of, resolve_device
 from inference.run_folder import registry_config
 from inference.trainer import History, Trainer, TrainingDiverged, check_dataset
 from inference.validate import (
@@ -39,17 +41,6 @@ def iwae_schedule(epoch: int) -> float:
         stage += 1
         end += 3**stage
     return 10 ** (-stage / 7)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False; "
-                         "use device='cpu' or 'auto'")
-    return device
 
 
 def parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -116,8 +107,6 @@ def fit(model, guide, train: Any, *, valid: Any = None, test: Any = None,
     _check_arguments(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size,
                      train_eval_points=train_eval_points, lr=None if optimizer else lr,
                      patience=patience, clip_norm=clip_norm, divergence=divergence)
-    from inference.distributed import Replicas  # it builds on this module's Trainer
-
     replicas = Replicas.join(resolve_device(device))  # None in a single process
     device = resolve_device(device) if replicas is None else replicas.device
     main = replicas is None or replicas.is_main
@@ -127,7 +116,8 @@ def fit(model, guide, train: Any, *, valid: Any = None, test: Any = None,
                           device, batch_size, sites)
     loss = Trace_ELBO() if loss is None else loss
     make_opt = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
-    make_trainer = Trainer if replicas is None else replicas.trainer
+    make_trainer = Trainer if replicas is None else functools.partial(DistributedTrainer,
+                                                                      replicas=replicas)
     trainer = make_trainer(pair.model, pair.guide, loss, make_opt(pair.parameters()),
                            seed=seed, clip_norm=clip_norm, progress=progress and main,
                            eval_loss=eval_loss, eval_batch_size=eval_batch_size,
@@ -172,8 +162,8 @@ def _epochs(trainer: Trainer, data: dict, epochs: int, batch_size: int, *, patie
             callbacks, checkpoint: Path | None, config) -> None:
     """Train up to ``epochs`` epochs: score, keep the best, stop early, checkpoint, report."""
     history = trainer.history
-    held_out = data["valid"] if data["valid"] is not None else _train_subset(
-        data["train"], trainer.train_eval_points)
+    held_out = data["valid"] if data["valid"] is not None else trainer.train_points(
+        data["train"])  # the points every epoch scores: the baseline reads the same ones
     if not history.records and trainer.divergence is not None and held_out is not None:
         history.initial_elbo = trainer.initial_score(held_out)
     for epoch in range(len(history) + 1, epochs + 1):
@@ -203,10 +193,6 @@ def _epochs(trainer: Trainer, data: dict, epochs: int, batch_size: int, *, patie
         for callback in callbacks:
             callback(record)
     history.fast_path = trainer.fast.reason
-
-
-def _train_subset(train, n: int):
-    return train.take(n) if n and hasattr(train, "take") else None
 
 
 def _save(path: Path, state: dict, epoch: int) -> None:

@@ -27,6 +27,7 @@ from inference.data import TensorData
 from inference.evaluate import elbo_terms, evaluate_elbo
 from inference.handlers import BetaMessenger
 from inference.pair import Pair, module_pair
+from inference.plates import whole_plates
 from inference.programs import device_of
 
 READ_EVERY_S = 1.0  # seconds between reads of the running loss (one host sync each)
@@ -121,7 +122,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def check_dataset(pair: Pair, data) -> None:
     """Check every observed value of a tensor dataset against the model's likelihood."""
     if isinstance(data, TensorData) and data.binarize == "none":
-        tr = pyro.poutine.trace(pair.model).get_trace(*data.head(2))
+        with whole_plates(2):
+            tr = pyro.poutine.trace(pair.model).get_trace(*data.head(2))
         site = pair.sites.x
         check_support(site, tr.nodes[site]["fn"].support, data.x)
 
@@ -161,9 +163,13 @@ class Trainer:
                                                               else beta))
         self.best_state: dict[str, Any] | None = None  # the pair at the best epoch (copies)
 
+    @contextlib.contextmanager
     def handled(self):
-        """The context a training step runs in: the β handler, if any."""
-        return contextlib.nullcontext() if self.beta is None else self.beta
+        """The context a training step runs in: the pair's plates as written (one asked to
+        subsample more points than a short batch has takes them all,
+        :mod:`inference.plates`) and the β handler, if any."""
+        with whole_plates(), contextlib.nullcontext() if self.beta is None else self.beta:
+            yield
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """One gradient step; returns the batch loss as a device tensor (no host sync)."""
@@ -226,9 +232,13 @@ class Trainer:
                 bar.update()
         return -total.item() / seen, n_steps
 
-    def _train_sample(self, train: TensorData) -> TensorData:
-        """The training points scored after every epoch: the same random, label-stratified
-        ``train_eval_points`` each time (all of them when there are fewer)."""
+    def train_points(self, train) -> TensorData | None:
+        """The training points scored, before training (the divergence check's baseline
+        without validation data) and after every epoch: the same random, label-stratified
+        ``train_eval_points`` each time (all of them when there are fewer; None when
+        ``train_eval_points`` is 0 or the data is not a :class:`TensorData`)."""
+        if not self.train_eval_points or not isinstance(train, TensorData):
+            return None
         if self.train_eval_points >= len(train):
             return train
         cached = getattr(self, "_train_eval", None)
@@ -267,17 +277,21 @@ class Trainer:
         extra = getattr(self.loss, "epoch_metrics", None)  # e.g. a codebook's usage
         if extra is not None:
             record.update(extra())
-        if self.train_eval_points and isinstance(train, TensorData):
-            scores = self.score(self._train_sample(train))
-            record.update({f"train_{k}": scores[k] for k in SCORES})
-        if valid is not None:
-            scores = self.score(valid)
-            record.update({f"valid_{k}": scores[k] for k in SCORES})
+        record.update(self.epoch_scores(train, valid))
         record.update(seconds=time.perf_counter() - start, steps=steps,
                       lr=self.optimizer.param_groups[0]["lr"])
         if self.beta is not None:
             record["beta"] = float(self.beta.beta)
         self.history.records.append(record)
+        return record
+
+    def epoch_scores(self, train, valid) -> dict[str, float]:
+        """``train_*`` scores of :meth:`train_points` and ``valid_*`` of ``valid``."""
+        record = {}
+        for which, data in (("train", self.train_points(train)), ("valid", valid)):
+            if data is not None:
+                scores = self.score(data)
+                record.update({f"{which}_{k}": scores[k] for k in SCORES})
         return record
 
     def check_scores(self, record: dict[str, Any]) -> None:

@@ -54,14 +54,17 @@ def _rank_main(rank, world, folder):
                             world_size=world, timeout=timedelta(seconds=60))
     try:
         model, guide = small_pair()
+        # no validation data: rank 0 scores a training subset before training and after
+        # every epoch, the same points each time, and every rank takes part in the baseline
         history = fit(model, guide, data(), epochs=EPOCHS, batch_size=BATCH, seed=SEED,
-                      optimizer=sgd, progress=False, train_eval_points=0)
+                      optimizer=sgd, progress=False, train_eval_points=20)
         eval_model, eval_guide = small_pair(seed=1)
         log_px = D.iw_log_likelihood(eval_model, eval_guide, data()[:23], **EVAL)
         s = D.importance_sample(eval_model, eval_guide, data()[:23], return_log_weights=True,
                                 **EVAL)
         torch.save({"params": flat(model, guide), "objective": history.objective,
-                    "fast_path": history.fast_path, "log_px": log_px, "log_w": s.log_weights,
+                    "fast_path": history.fast_path, "initial": history.initial_elbo,
+                    "train_elbo": history.train_elbo, "log_px": log_px, "log_w": s.log_weights,
                     "z": s.latent_means["z"], "ess": s.ess},
                    f"{folder}/rank{rank}.pt")
     finally:
@@ -126,6 +129,9 @@ def test_two_gloo_ranks_train_like_one_process_on_the_same_global_batches(two_ra
     assert moved > 1e-2 and wrong > 1e3 * max(diff, 1e-7)
     assert first["objective"] == pytest.approx(elbos, rel=1e-5)
     assert first["fast_path"].startswith("off (under DistributedDataParallel")
+    # the baseline and the epochs' training scores: rank 0's, sent to every rank
+    assert first["initial"] == second["initial"] and first["initial"] < 0
+    assert first["train_elbo"] == second["train_elbo"] and None not in first["train_elbo"]
 
 
 @pytest.fixture

@@ -194,8 +194,31 @@ def test_per_epoch_training_scores_read_a_random_stratified_subset_not_the_first
     opt = torch.optim.Adam([*model.parameters(), *guide.parameters()], lr=1e-3)
     trainer = Trainer(model, guide, Trace_ELBO(), opt, seed=0, clip_norm=None, progress=False,
                       train_eval_points=20)
-    sample = trainer._train_sample(data)
+    sample = trainer.train_points(data)
     assert len(sample) == 20 and sorted(set(sample.y.tolist())) == list(range(10))
-    assert trainer._train_sample(data) is sample  # the same points every epoch
+    assert trainer.train_points(data) is sample  # the same points every epoch
     assert Trainer(model, guide, Trace_ELBO(), opt, seed=0, clip_norm=None, progress=False,
-                   train_eval_points=100)._train_sample(data) is data
+                   train_eval_points=100).train_points(data) is data
+
+
+def test_the_baseline_and_every_epoch_score_the_same_training_points(binary_x, monkeypatch):
+    """Without validation data the divergence check holds each epoch's training score against
+    the score before training: both must read the same points, here on class-ordered data."""
+    from inference.trainer import Trainer
+
+    x = torch.cat([torch.zeros(30, 784), binary_x[:30]])  # class 0: blank, class 1: noise
+    y = torch.arange(60) // 30
+    scored, score = [], Trainer.score
+
+    def spy(self, data):
+        scored.append(data.x.clone())
+        return score(self, data)
+
+    monkeypatch.setattr(Trainer, "score", spy)
+    history = fit(*small_pair(), (x, y), epochs=2, batch_size=16, lr=1e-2,
+                  train_eval_points=10, progress=False)
+    assert len(scored) == 3  # the baseline, then one score per epoch
+    assert all(torch.equal(s, scored[0]) for s in scored)
+    blank = (scored[0] == 0).all(1)
+    assert 3 <= int(blank.sum()) <= 7  # both classes: not the first (all blank) rows
+    assert history.initial_elbo < history.train_elbo[0] < history.train_elbo[1]

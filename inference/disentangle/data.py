@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from inference.data import TensorData
+from inference.data import TensorData, resolve_data_dir
 from inference.disentangle.factors import GroundTruthData
 
 TRAIN, TEST, VALID = 50_000, 10_000, 5_000
@@ -35,7 +35,6 @@ def ground_truth(name: str, root: Path | None = None, download: bool = True) -> 
     if name == "sprites":
         return Sprites()
     if name == "dsprites":
-        from inference.datasets import resolve_data_dir
         from inference.disentangle.dsprites import DSprites, find
 
         return DSprites(find(resolve_data_dir(root), download))

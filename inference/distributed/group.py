@@ -90,12 +90,6 @@ class Replicas:
         return (f"distributed: {self.world} processes ({self.backend}), rank {self.rank} "
                 f"on {self.device}")
 
-    def trainer(self, *args, **kwargs):
-        """A :class:`~inference.distributed.training.DistributedTrainer` in this group."""
-        from inference.distributed.training import DistributedTrainer
-
-        return DistributedTrainer(*args, replicas=self, **kwargs)
-
 
 def close() -> None:
     """Leave the process group, if this process is in one."""

@@ -74,8 +74,6 @@ class DistributedTrainer(Trainer):
                              f"TraceMeanField_ELBO or inference.objectives (IWAE, DReG, STL)")
         super().__init__(model, guide, loss, optimizer, **{**kwargs, "fast": False})
         self.fast, self.replicas, self.shard = _Off(), replicas, None
-        if not replicas.is_main:
-            self.train_eval_points = 0  # rank 0 scores the epoch
         ids = [replicas.device.index] if replicas.device.type == "cuda" else None
         with peers("the start of training"):  # DDP broadcasts rank 0's parameters
             self.ddp = DistributedDataParallel(PairLoss(loss, self.pair), device_ids=ids)
@@ -104,12 +102,15 @@ class DistributedTrainer(Trainer):
     def run_epoch(self, train, valid, epoch: int, epochs: int,
                   batch_size: int) -> dict[str, Any]:
         with peers(f"epoch {epoch}"):
-            record = super().run_epoch(train, valid if self.replicas.is_main else None, epoch,
-                                       epochs, batch_size)
+            record = super().run_epoch(train, valid, epoch, epochs, batch_size)
             shared = [record]
             dist.broadcast_object_list(shared, src=0)
         self.history.records[-1] = shared[0]
         return shared[0]
+
+    def epoch_scores(self, train, valid) -> dict[str, float]:
+        """Rank 0 scores the epoch (and sends its record); the others wait."""
+        return super().epoch_scores(train, valid) if self.replicas.is_main else {}
 
     def _from_main(self, what: str, compute):
         """``compute()`` on rank 0, its result sent to every rank."""
