@@ -101,11 +101,34 @@ UNCHECKED = [
 ]
 
 
+def _canonical(name: str) -> str | None:
+    """Where the object is defined (``pyro.infer.elbo.ELBO`` for ``pyro.infer.ELBO``): the
+    name a type hint resolves to."""
+    import importlib
+
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr, None)
+        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+        return f"{module}.{qualname}" if module and qualname else None
+    return None
+
+
 def _inventory(site: str) -> bytes:
     header = (f"# Sphinx inventory version 2\n# Project: {site}\n# Version: \n"
               "# The remainder of this file is compressed using zlib.\n")
-    lines = "".join(f"{name} py:{role} 1 {uri} -\n"
-                    for s, role, name, uri in OBJECTS if s == site)
+    entries = {}
+    for s, role, name, uri in OBJECTS:
+        if s == site:
+            for alias in (name, _canonical(name)):
+                if alias:
+                    entries.setdefault(alias, (role, uri))
+    lines = "".join(f"{name} py:{role} 1 {uri} -\n" for name, (role, uri) in entries.items())
     return header.encode() + zlib.compress(lines.encode())
 
 

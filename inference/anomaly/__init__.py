@@ -19,7 +19,7 @@ Raw likelihood is known to rank some out-of-distribution sets *above* the traini
 (Nalisnick, Matsukawa, Teh, Gorur & Lakshminarayanan, "Do Deep Generative Models Know What
 They Don't Know?", ICLR 2019): a VAE trained on Fashion-MNIST finds MNIST digits more
 likely than its own test set. The other scores correct for it
-(docs/guide/anomaly.md). :mod:`.metrics` gives AUROC, AUPRC and FPR@95 through scikit-learn, and
+(docs/guide/anomaly.md). :mod:`.metrics` gives AUROC, AUPRC and ``FPR@95`` through scikit-learn, and
 :mod:`.detect` scores several sets and scores at once, sharing the log p̂(x) they need.
 """
 
@@ -99,7 +99,7 @@ def entropy_estimate(model, guide, reference, *, num_samples: int = 1000, **kwar
 @dataclass
 class AnomalyResult:
     """How one score separates out-of-distribution (positive) from in-distribution data:
-    AUROC, AUPRC and FPR@95 (:mod:`.metrics`), and both sets' scores."""
+    AUROC, AUPRC and ``FPR@95`` (:mod:`.metrics`), and both sets' scores."""
 
     auroc: float
     scores_in: torch.Tensor

@@ -7,7 +7,7 @@ Detecting Misclassified and Out-of-Distribution Examples in Neural Networks", IC
 * AUROC: the area under the ROC curve, P(score_out > score_in) + ½ P(tie); 0.5 is chance.
 * AUPRC: average precision with the out-of-distribution set as positives
   (``sklearn.metrics.average_precision_score``); chance is the positives' share.
-* FPR@95: the share of in-distribution examples flagged at the lowest threshold that flags
+* ``FPR@95``: the share of in-distribution examples flagged at the lowest threshold that flags
   95% of the out-of-distribution ones (lower is better).
 
 All three come from scikit-learn's curves. :func:`bootstrap` gives their standard errors by

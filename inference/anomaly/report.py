@@ -14,7 +14,7 @@ LABELS = {"nll": "−log p̂(x)", "regret": "likelihood regret", "complexity": "
 
 
 def format_table(metrics: dict, seconds: dict[str, float]) -> str:
-    """One line per (out-of-distribution set, score): AUROC, AUPRC and FPR@95 with their
+    """One line per (out-of-distribution set, score): AUROC, AUPRC and ``FPR@95`` with their
     bootstrap standard errors, and the score's seconds per 1000 examples."""
     lines = [f"{'against':16s} {'score':11s} {'AUROC':>16s} {'AUPRC':>16s} {'FPR@95':>16s} "
              f"{'s/1000':>7s}"]
