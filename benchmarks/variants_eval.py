@@ -21,6 +21,7 @@ import argparse
 import time
 
 import pyro
+from provenance import write_table
 
 from inference import load_run
 from inference.anomaly import anomaly_auroc
@@ -60,18 +61,21 @@ def auroc_part(model, guide, run: RunConfig, args) -> str:
     inside = load_dataset(run.dataset, "test", **kw)
     outside = load_dataset("fashion-mnist", "test", **kw)
     n = args.auroc_points
-    result = anomaly_auroc(model, guide, inside.x[:n], outside.x[:n], num_samples=args.auroc_k)
+    # random, label-stratified subsets: data files can be ordered by class
+    result = anomaly_auroc(model, guide, inside.subset(n, args.seed).x,
+                           outside.subset(n, args.seed).x, num_samples=args.auroc_k)
     return (f"AUROC {run.dataset} test vs fashion-mnist test: **{result.auroc:.4f}** "
-            f"({n} points each, K={args.auroc_k}, {inside.info['binarize']}); mean −log p̂(x): "
+            f"(a random {n} points of each, K={args.auroc_k}, {inside.info['binarize']}); "
+            f"mean −log p̂(x): "
             f"{result.scores_in.mean():.2f} in, {result.scores_out.mean():.2f} out")
 
 
 def quadrant_part(model, guide, run: RunConfig, args) -> str:
     n, k = args.quadrant_points, args.quadrant_k
     binary = load_dataset(run.dataset, "test", binarize=run.binarize, data_dir=args.data_dir,
-                          download=False, seed=run.seed).x[:n]
+                          download=False, seed=run.seed).subset(n, args.seed).x
     grey = load_dataset(run.dataset, "test", binarize="none", data_dir=args.data_dir,
-                        download=False).x[:n]
+                        download=False).subset(n, args.seed).x  # the same random rows
     rows = ["| given | ours, binarized | ours, grey-level CE | median ESS | Pyro CVAE | "
             "Pyro baseline NN |", "|---|---|---|---|---|---|"]
     for q in (1, 2, 3):
@@ -82,7 +86,7 @@ def quadrant_part(model, guide, run: RunConfig, args) -> str:
         rows.append(f"| {q} | {-nll.mean():.2f} ± {nll.std() / n**0.5:.2f} | "
                     f"{-nll_grey.mean():.2f} ± {nll_grey.std() / n**0.5:.2f} | "
                     f"{ess.median():.1f} | {PYRO['CVAE'][q]} | {PYRO['baseline NN'][q]} |")
-    head = (f"−log p(missing | given quadrants), nats per image, first {n} {run.dataset} test "
+    head = (f"−log p(missing | given quadrants), nats per image, a random {n} {run.dataset} test "
             f"images, K={k} (½ q(z|x) + ½ q(z|x̃), x̃ = missing set to 0); ± is the standard "
             f"error over images")
     return "\n".join([head, "", *rows, "", NOTE])
@@ -94,11 +98,19 @@ def main(argv=None) -> None:
     run = RunConfig.from_json(saved["run"])
     print(f"run {args.run}: {run.model} + {run.guide}, {saved['epoch']} epochs, "
           f"{run.dataset} ({run.binarize} binarization)")
+    parts = []
     for part in (auroc_part, quadrant_part):
         pyro.set_rng_seed(args.seed)
         start = time.perf_counter()
-        print("\n" + part(model, guide, run, args))
+        parts.append(part(model, guide, run, args))
+        print("\n" + parts[-1])
         print(f"({part.__name__}: {time.perf_counter() - start:.0f} s)")
+    write_table("variants-eval", "\n\n".join(parts),
+                budget=f"the run {args.run} ({run.model} + {run.guide}, {saved['epoch']} epochs "
+                       f"of {run.dataset}); AUROC on {args.auroc_points} points per set with "
+                       f"K = {args.auroc_k}; quadrants on {args.quadrant_points} points with "
+                       f"K = {args.quadrant_k}", seeds=f"{args.seed} (subsets and draws), "
+                       f"{run.seed} (the run)")
 
 
 if __name__ == "__main__":
