@@ -144,10 +144,11 @@ def _train_main(argv: list[str] | None) -> int:
                             figures=() if args.no_figures else TRAIN_FIGURES)
         if distributed.rank() == 0:
             print(final_line(metrics, out))
-            if args.eval_samples > 0:
-                evaluate_run(out, num_samples=args.eval_samples, device=args.device or "auto",
-                             data_dir=args.data_dir, download=not args.no_download,
-                             progress=not args.quiet)
+        if args.eval_samples > 0:  # under torchrun every rank scores its share of the points
+            distributed.barrier("the end of training")  # rank 0 has written best.pt
+            evaluate_run(out, num_samples=args.eval_samples, device=args.device or "auto",
+                         data_dir=args.data_dir, download=not args.no_download,
+                         progress=not args.quiet)
         return 0
 
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from inference.data import as_data
-from inference.diagnostics import KHAT_BAD, khat_summary
+from inference.diagnostics import KHAT_BAD, KHAT_MIN_SAMPLES, khat_summary
 from inference.marginal import importance_sample
 from inference.programs import probe_sites
 
@@ -44,7 +44,7 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
     from inference.distributed import importance_sample as sharded  # it builds on marginal
 
     data = as_data(data)
-    khat = khat and num_samples > 1  # one weight per point has no tail
+    khat = khat and num_samples >= KHAT_MIN_SAMPLES  # fewer weights have no tail to fit
     head = data.head(min(2, len(data)))
     labels = head[1] is not None and probe_sites(model, guide, *head).y is not None
     kwargs = {"num_samples": num_samples, "chunk_size": chunk_size, "batch_size": batch_size,
@@ -95,6 +95,8 @@ def format_scores(s: dict[str, Any]) -> str:
         f"  ESS (median)    {s['ess_median']:9.1f} of {s['num_samples']}",
         f"  fast path       {s['fast_path']}",
     ]
+    if "khat_max" not in s and s["num_samples"] > 1:
+        lines.append(f"  Pareto k̂        not computed: its tail fit needs K >= {KHAT_MIN_SAMPLES}")
     if "khat_max" in s:
         lines.append(f"  Pareto k̂        {100 * s['share_khat_above_0.7']:.1f}% of points above "
                      f"{KHAT_BAD} (max {s['khat_max']:.2f}, median {s['khat_median']:.2f})")
