@@ -79,6 +79,9 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
 def format_scores(s: dict[str, Any]) -> str:
     """A plain-text table of :func:`score`'s summary, with a warning line on bad k̂."""
     units = ", ".join(f"{k}: {v} / {s['latent_dims'][k]}" for k, v in s["active_units"].items())
+    units = (f"  active units    {units}" if "codes_used" not in s else
+             f"  codes used      {s['codes_used']} of {s['num_codes']} (at {s['code_positions']}"
+             f" positions)")
     name = "NLL" if s.get("target", "x") == "x" else "−log p(x, y)"
     name = f"{name} bound" if s.get("point_mass") else name  # −ELBO of a point-mass guide
     lines = [
@@ -91,7 +94,7 @@ def format_scores(s: dict[str, Any]) -> str:
         f"  KL              {s['kl']:9.2f} nats" + (
             f"  (rate: {s['rate_bits_per_position']:.3f} bits per latent position)"
             if "rate_bits_per_position" in s else ""),
-        f"  active units    {units}",
+        units,
         f"  ESS (median)    {s['ess_median']:9.1f} of {s['num_samples']}",
         f"  fast path       {s['fast_path']}",
     ]
