@@ -15,6 +15,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
 
+from inference.plates import frame_size, whole_plates
 from inference.programs import (
     PairError,
     Sites,
@@ -35,7 +36,7 @@ def _shape(s: torch.Size) -> str:
 
 def _trace(fn, x, y, role: str) -> poutine.Trace:
     try:
-        with torch.no_grad():
+        with torch.no_grad(), whole_plates(None if x is None else len(x)):  # as scored
             return poutine.trace(fn).get_trace(x, y)
     except (DataError, PairError):
         raise
@@ -50,7 +51,8 @@ def _sample_sites(tr: poutine.Trace) -> dict[str, dict]:
 
 
 def _plates(site: dict) -> list[tuple[str, int, int]]:
-    return sorted((f.name, f.dim, f.size) for f in site["cond_indep_stack"] if f.vectorized)
+    return sorted((f.name, f.dim, frame_size(f, site)) for f in site["cond_indep_stack"]
+                  if f.vectorized)
 
 
 def _unwrap(c: constraints.Constraint) -> tuple[constraints.Constraint, int]:

@@ -10,6 +10,7 @@ from pyro.infer import ELBO, Trace_ELBO
 
 from inference.data import as_data
 from inference.marginal import chunk_log_weights
+from inference.plates import whole_plates
 from inference.programs import device_of, program
 from inference.traces import particle_dim
 
@@ -39,7 +40,8 @@ def evaluate_elbo(model, guide, data: Any, *, loss: ELBO | None = None,
     total = torch.zeros((), device=device, dtype=torch.float64)
     with pyro.validation_enabled(False):
         for x, y in data.batches(batch_size):
-            total += loss_value(loss, model, guide, x, y)
+            with whole_plates(len(x)):  # every point, at scale 1
+                total += loss_value(loss, model, guide, x, y)
     return -total.item() / len(data)
 
 

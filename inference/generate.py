@@ -12,6 +12,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from inference.plates import whole_plates
 from inference.programs import (
     PairError,
     data_site,
@@ -92,7 +93,8 @@ def reconstruct(model, guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
     data site ``site`` (default: the site that observes ``x``), its mean or a draw."""
     model, guide = program(model, "model"), program(guide, "guide")
     x = x.to(device_of(model, guide))
-    guide_tr = poutine.trace(guide).get_trace(x, y)
-    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, y)
+    with whole_plates(len(x)):
+        guide_tr = poutine.trace(guide).get_trace(x, y)
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, y)
     fn = model_tr.nodes[site or data_site(model_tr, x)]["fn"]
     return fn.mean if mean else fn.sample()

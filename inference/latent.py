@@ -21,6 +21,7 @@ from torch.distributions import (
 )
 
 from inference.data import as_data
+from inference.plates import whole_plates
 from inference.programs import data_site, device_of, program, sample_sites
 
 
@@ -39,7 +40,8 @@ def encode(guide, x: torch.Tensor, y: torch.Tensor | None = None, *, site: str |
     guide's first site), shape (N, z_dim)."""
     guide = program(guide, "guide")
     x = x.to(device_of(guide))
-    tr = poutine.trace(guide).get_trace(x, None if y is None else y.to(x.device))
+    with whole_plates(len(x)):
+        tr = poutine.trace(guide).get_trace(x, None if y is None else y.to(x.device))
     node = tr.nodes[_latent_site(tr, site)]
     return node["fn"].mean if mean else node["value"]
 
@@ -53,7 +55,8 @@ def encode_distribution(guide, data, *, site: str | None = None,
     data = as_data(data).to(device_of(guide))
     locs, scales = [], []
     for x, y in data.batches(batch_size):
-        tr = poutine.trace(guide).get_trace(x, y)
+        with whole_plates(len(x)):
+            tr = poutine.trace(guide).get_trace(x, y)
         fn = tr.nodes[_latent_site(tr, site)]["fn"]
         locs.append(fn.mean)
         scales.append(fn.variance.sqrt())
@@ -76,7 +79,8 @@ def decode(model, z: torch.Tensor, y: torch.Tensor | None = None, *, site: str =
     if like is not None:  # n data points, each with its code
         rows = len(z) if y is None else len(y)
         x = like[:1].to(z.device).expand(rows, *like.shape[1:])
-        tr = poutine.trace(conditioned).get_trace(x, None if y is None else y.to(z.device))
+        with whole_plates(rows):
+            tr = poutine.trace(conditioned).get_trace(x, None if y is None else y.to(z.device))
         node = tr.nodes[data or data_site(tr, x)]
         out = node["fn"].mean if mean else node["fn"].sample()
         return out.reshape(len(z), -1)
@@ -125,7 +129,8 @@ def kl_per_dimension(guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
     """
     guide = program(guide, "guide")
     x = x.to(device_of(guide))
-    tr = poutine.trace(guide).get_trace(x, y)
+    with whole_plates(len(x)):
+        tr = poutine.trace(guide).get_trace(x, y)
     site = _latent_site(tr, site)
     fn = tr.nodes[site]["fn"]
     q = fn.base_dist if isinstance(fn, Independent) else fn

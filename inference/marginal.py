@@ -24,6 +24,7 @@ from tqdm import tqdm
 from inference.capture import Captured
 from inference.data import as_data
 from inference.diagnostics import psis_khat
+from inference.plates import whole_plates
 from inference.programs import device_of, owner, program
 from inference.traces import log_weights, particle_dim, sample_sites
 from inference.validate import optional, positive_int
@@ -66,7 +67,8 @@ class ImportanceSummary:
 
 
 def _chunk(model, guide, x, y, *, k: int, dim: int):
-    log_w, log_lik, g = log_weights(model, guide, x, y, k, dim)
+    with whole_plates(len(x)):  # every point of the batch, at scale 1 (inference.plates)
+        log_w, log_lik, g = log_weights(model, guide, x, y, k, dim)
     n = len(x)  # one particle has no particle dim: every draw becomes (k, N, *event)
     return log_w, log_lik, {name: site["value"].reshape(k, n, *site["fn"].event_shape)
                             for name, site in sample_sites(g)

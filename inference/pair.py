@@ -33,6 +33,7 @@ import pyro.poutine as poutine
 import torch
 
 from inference.check import check_pair
+from inference.plates import whole_plates
 from inference.programs import Sites, device_of, owner, program
 
 _MODULE_PARAM = "$$$"  # how pyro.module names a network's parameters in the store
@@ -150,7 +151,7 @@ def free_parameters(pair: Pair, x: torch.Tensor, y: torch.Tensor | None) -> dict
     a param-only trace of the guide and the model replayed on it (Pyro's ``SVI`` does the
     same). The trace runs under a forked RNG, so it does not shift later draws."""
     devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad(), \
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), whole_plates(len(x)), \
             poutine.trace(param_only=True) as params:
         g = poutine.trace(pair.guide).get_trace(x, y)
         poutine.replay(pair.model, trace=g)(x, y)

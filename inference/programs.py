@@ -27,6 +27,8 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from inference.plates import frame_size, whole_plates
+
 
 class PairError(ValueError):
     """A model and a guide disagree about a sample site, or one of them fails on the data."""
@@ -237,12 +239,14 @@ def data_site(model_trace, x: torch.Tensor, exclude: str | None = None) -> str:
 
 
 def data_plate_name(name: str, site: dict, n: int) -> str:
-    """The plate of size ``n`` at dim -1 around site ``name``, or a :class:`PairError` that
-    says what the lab needs."""
+    """The plate over the ``n`` data points at dim -1 around site ``name`` (a plate without
+    a size counts the site's batch: :func:`~inference.plates.frame_size`), or a
+    :class:`PairError` that says what the lab needs."""
     frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.dim == -1]
-    if not frames or frames[0].size != n:
-        where = (f"its plate at dim -1 ({frames[0].name!r}) has size {frames[0].size}"
-                 if frames else "it is not inside a plate at dim -1")
+    if not frames or frame_size(frames[0], site) != n:
+        where = (f"its plate at dim -1 ({frames[0].name!r}) has size "
+                 f"{frame_size(frames[0], site)}" if frames else
+                 "it is not inside a plate at dim -1")
         raise PairError(f"site {name!r} must sit in a plate over the {n} data points at dim "
                         f"-1, but {where}; scores per data point need with pyro.plate('data', "
                         f"len(x)): around the per-point sites (models.data_plate)")
@@ -256,7 +260,7 @@ def probe_sites(model, guide, x: torch.Tensor, y: torch.Tensor | None = None,
     :func:`~inference.check_pair`; the probe runs under a forked RNG."""
     model, guide = program(model, "model"), program(guide, "guide")
     devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), whole_plates(len(x)):
         g = pyro.poutine.trace(guide).get_trace(x, y)
         m = pyro.poutine.trace(pyro.poutine.replay(model, trace=g)).get_trace(x, y)
     return discover_sites(m, x, y, names)

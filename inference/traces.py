@@ -16,6 +16,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
+from inference.plates import whole_plates
 from inference.programs import sample_sites
 
 
@@ -24,7 +25,7 @@ def particle_dim(model, guide, x: torch.Tensor, y: torch.Tensor | None) -> int:
 
     The probe runs under a forked RNG, so it does not shift later draws."""
     devices = [x.device] if x.device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), whole_plates(len(x)):
         g = poutine.trace(guide).get_trace(x, y)
         m = poutine.trace(poutine.replay(model, trace=g)).get_trace(x, y)
     dims = [f.dim for tr in (g, m) for _, s in sample_sites(tr)
@@ -49,6 +50,15 @@ def _check_per_point(name: str, site: dict) -> None:
         raise ValueError(f"site {name!r} is not inside a plate over the data points at dim -1 "
                          f"(pyro.plate('data', len(x))); per-point scores need every sample "
                          f"site there")
+
+
+def data_points(tr: poutine.Trace, n: int) -> int:
+    """How many data points a trace's sites score: the size of their plate at dim -1, which
+    is ``n`` (the batch's) unless the plate subsamples the batch for training
+    (:mod:`inference.plates`); a plate without a size counts as the batch's."""
+    sizes = {f.size for _, s in sample_sites(tr) for f in s["cond_indep_stack"]
+             if f.vectorized and f.dim == -1 and f.size != -1}
+    return sizes.pop() if len(sizes) == 1 else n
 
 
 def summed_log_prob(tr: poutine.Trace, dim: int, k: int, n: int) -> torch.Tensor:
@@ -82,8 +92,8 @@ def log_weights(model, guide, x, y, k: int, dim: int, *, analytic_kl: bool = Fal
     −KL(q || p) where torch knows it in closed form (as ``TraceMeanField_ELBO`` does); the
     result then has the same expectation with less variance.
     """
-    n = len(x)
     g, m = particle_traces(model, guide, x, y, k, dim)
+    n = data_points(m, len(x))
     keep = lambda name, site: not site_is_subsample(site)  # noqa: E731
     g.compute_log_prob(keep)
     m.compute_log_prob(keep)

@@ -27,6 +27,7 @@ from inference.data import TensorData
 from inference.evaluate import elbo_terms, evaluate_elbo
 from inference.handlers import BetaMessenger
 from inference.pair import Pair, module_pair
+from inference.plates import whole_plates
 from inference.programs import device_of
 
 READ_EVERY_S = 1.0  # seconds between reads of the running loss (one host sync each)
@@ -127,7 +128,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def check_dataset(pair: Pair, data) -> None:
     """Check every observed value of a tensor dataset against the model's likelihood."""
     if isinstance(data, TensorData) and data.binarize == "none":
-        tr = pyro.poutine.trace(pair.model).get_trace(*data.head(2))
+        with whole_plates(2):
+            tr = pyro.poutine.trace(pair.model).get_trace(*data.head(2))
         site = pair.sites.x
         check_support(site, tr.nodes[site]["fn"].support, data.x)
 
@@ -169,9 +171,13 @@ class Trainer:
                                score_name="log-likelihood" if observed else "ELBO")
         self.best_state: dict[str, Any] | None = None  # the pair at the best epoch (copies)
 
+    @contextlib.contextmanager
     def handled(self):
-        """The context a training step runs in: the β handler, if any."""
-        return contextlib.nullcontext() if self.beta is None else self.beta
+        """The context a training step runs in: the pair's plates as written (one asked to
+        subsample more points than a short batch has takes them all,
+        :mod:`inference.plates`) and the β handler, if any."""
+        with whole_plates(), contextlib.nullcontext() if self.beta is None else self.beta:
+            yield
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """One gradient step; returns the batch loss as a device tensor (no host sync)."""
