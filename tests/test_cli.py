@@ -176,3 +176,17 @@ def test_resuming_says_where_it_starts_and_which_results_it_outdates(tmp_path, c
     assert load_checkpoint(run / "best.pt")["epoch"] == 3
     assert ("note: eval-test-K2-random20.json scored best.pt of epoch 1; best.pt now holds "
             "epoch 3: score it again to update it") in out
+
+
+def test_list_prints_each_description_as_a_whole_sentence(capsys):
+    from guides import GUIDES
+    from models import MODELS
+
+    assert train_main(["--list"]) == 0
+    text = capsys.readouterr().out.replace("\n" + " " * 19, " ")  # wrapped lines joined
+    entries = dict(line.split(maxsplit=1) for line in text.splitlines() if line[:2] == "  ")
+    assert set(entries) == set(MODELS) | set(GUIDES)
+    for name, description in entries.items():
+        assert description.endswith((".", ").")), (name, description)
+    assert entries["code_prior"].endswith("Esser et al. 2021 a transformer).")
+    assert "ConditionalMLP" in entries["m2"] and ":class:" not in text and "``" not in text

@@ -245,3 +245,12 @@ def test_traversal_rows_show_the_kl_against_the_models_own_prior():
     for j, value in shown.items():
         assert value == pytest.approx(expected[j].item(), abs=0.05 + 0.02 * expected[j].item())
         assert abs(value - standard[j].item()) > 1.0  # what the rows used to show
+
+
+def test_vae_sample_grids_take_the_images_own_size():
+    """An MLP pair on the 64 x 64 sprites has no image_shape: the grid reads it from D."""
+    from inference.visualize import sample_grid
+
+    model = make_model("bernoulli_mlp", x_dim=4096, z_dim=2, hidden=(8,))
+    fig = sample_grid(model, torch.rand(4, 4096), "samples")
+    assert grid_of(fig).shape == (2 * 65 - 1, 2 * 65 - 1)
