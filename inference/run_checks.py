@@ -13,8 +13,11 @@ from models import MODELS
 
 
 def check_settings(config: RunConfig, explicit: set[str]) -> None:
-    """Refuse, in one line, a setting given on purpose (``explicit``) that this run would
-    not use: a flag that does nothing is a mistake the user should hear about."""
+    """Refuse, in one line, a setting given on purpose (``explicit``, away from its default:
+    a replayed config.json names every setting) that this run would not use: a flag that
+    does nothing is a mistake the user should hear about."""
+    defaults = RunConfig()
+    explicit = {name for name in explicit if getattr(config, name) != getattr(defaults, name)}
     accepts = [inspect.signature(MODELS[config.model]).parameters,
                inspect.signature(GUIDES[config.guide]).parameters]
     for name in ("z_dim", "hidden", "activation"):

@@ -195,4 +195,4 @@ def test_vae_ood_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("vae-ood: error:") and "\n" not in err
     with pytest.raises(SystemExit) as info:
         ood_main([str(tmp_path), "--against", "cifar10"])
-    assert info.value.code == 2 and "invalid choice: 'cifar10'" in capsys.readouterr().err
+    assert info.value.code == 2 and "unknown set 'cifar10'" in capsys.readouterr().err
