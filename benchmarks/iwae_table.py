@@ -25,7 +25,7 @@ from pathlib import Path
 
 from inference.checkpoint import load_json
 from inference.config import RunConfig
-from inference.run_outputs import evaluate_run
+from inference.run_outputs import eval_stem, evaluate_run
 from inference.runs import train_run
 
 # Table 1 of the paper, test NLL in nats: (layers, objective) -> {k: NLL}.
@@ -77,8 +77,8 @@ def run_cell(cell: str, args) -> dict:
         train_run(config, out, resume=(out / "checkpoint.pt").exists(), explicit={"epochs"},
                   progress=False, figures=())
     metrics = load_json(metrics_file)
-    stem = f"eval-test-K{args.eval_samples}" + (f"-first{args.limit}" if args.limit else "")
-    scores_file = out / f"{stem}.json"
+    # the file evaluate_run writes for these settings: one definition of its name
+    scores_file = out / f"{eval_stem('test', args.eval_samples, args.limit, 0, 'best')}.json"
     if not scores_file.exists():
         print(f"== {cell}: scoring with K = {args.eval_samples}", flush=True)
         evaluate_run(out, num_samples=args.eval_samples, limit=args.limit, device=args.device,
@@ -98,8 +98,9 @@ def markdown(rows: list[dict], args) -> str:
     epochs = sum(3**i for i in range(args.stages))
     lines = [f"Budget: stages 0..{args.stages - 1} of the paper's schedule ({epochs} of 3,280 "
              f"epochs), batch 20, Adam eps 1e-4, dynamic binarization; NLL with K = "
-             f"{args.eval_samples} on {rows[0]['points'] if rows else 0} test points "
-             f"(statically binarized once, seed 0). Ours / paper, nats.", "",
+             f"{args.eval_samples} on {'a random ' if args.limit else ''}"
+             f"{rows[0]['points'] if rows else 0} test points (statically binarized once, "
+             f"seed 0). Ours / paper, nats.", "",
              "| layers | objective | k = 1 | k = 5 | k = 50 |", "|---|---|---|---|---|"]
     by = {(r["layers"], r["objective"], r["k"]): r for r in rows}
     for layers in ("one", "two"):
@@ -125,7 +126,9 @@ def main(argv=None) -> None:
                    help="comma-separated LAYERS:OBJECTIVE:K, or 'all' (the paper's 12)")
     p.add_argument("--stages", type=int, default=4, help="schedule stages kept (paper: 8)")
     p.add_argument("--eval-samples", type=int, default=5000)
-    p.add_argument("--limit", type=int, default=None, help="score the first N test points")
+    p.add_argument("--limit", type=int, default=None,
+                   help="score a random N test points (stratified by label, seeded by --seed; "
+                        "default: all 10,000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="runs/iwae_table")

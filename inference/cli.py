@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -19,12 +21,18 @@ from inference import distributed
 from inference.check import DataError, PairError
 from inference.checkpoint import CheckpointError, RunInUse
 from inference.cli_args import (
+    DISENTANGLEMENT_METRICS,
+    EVAL_MODE_NAMES,
+    EVAL_MODES,
     encode_parser,
     eval_parser,
+    ood_modes,
     ood_parser,
     plot_parser,
+    refuse_unused,
     sample_parser,
     train_parser,
+    unique,
 )
 from inference.config import RunConfig, read_config_file
 from inference.run_outputs import encode_run, evaluate_run, plot_run, sample_run
@@ -95,14 +103,24 @@ def set_threads(threads: int | None) -> int:
     return n
 
 
-def registered() -> str:
-    """The registered models and guides, each with the first line of its docstring."""
+def first_sentence(doc: str | None) -> str:
+    """The first sentence of a docstring, as plain text (roles and literals unmarked)."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    text = re.sub(r":\w+:`~?([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    end = re.search(r"(?<=[.!?])\s+(?=[A-Z])", text.replace("``", ""))
+    text = text.replace("``", "")
+    return text[:end.start()] if end else text
+
+
+def registered(width: int = 100) -> str:
+    """The registered models and guides, each with the first sentence of its docstring."""
     lines = []
     for kind, registry in (("models", MODELS), ("guides", GUIDES)):
         lines.append(f"{kind}:")
         for name in registry:
-            doc = (registry[name].__doc__ or "").strip().splitlines()
-            lines.append(f"  {name:16s} {doc[0] if doc else ''}")
+            lines.append(textwrap.fill(first_sentence(registry[name].__doc__), width,
+                                       initial_indent=f"  {name:16s} ",
+                                       subsequent_indent=" " * 19, break_on_hyphens=False))
     return "\n".join(lines)
 
 
@@ -126,8 +144,7 @@ def _train_main(argv: list[str] | None) -> int:
     parser = train_parser()
     args = parser.parse_args(argv)
     if args.list:
-        print(registered())
-        return 0
+        return _run(parser, lambda: list_only(parser, args))
     if args.resume and args.out is None:
         parser.error("--resume needs --out, the folder of the run to continue")
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
@@ -144,10 +161,11 @@ def _train_main(argv: list[str] | None) -> int:
                             figures=() if args.no_figures else TRAIN_FIGURES)
         if distributed.rank() == 0:
             print(final_line(metrics, out))
-            if args.eval_samples > 0:
-                evaluate_run(out, num_samples=args.eval_samples, device=args.device or "auto",
-                             data_dir=args.data_dir, download=not args.no_download,
-                             progress=not args.quiet)
+        if args.eval_samples > 0:  # under torchrun every rank scores its share of the points
+            distributed.barrier("the end of training")  # rank 0 has written best.pt
+            evaluate_run(out, num_samples=args.eval_samples, device=args.device or "auto",
+                         data_dir=args.data_dir, download=not args.no_download,
+                         progress=not args.quiet)
         return 0
 
     try:
@@ -157,6 +175,14 @@ def _train_main(argv: list[str] | None) -> int:
             print(f"finished epochs are saved in {out}; continue with: vae-train --out {out} "
                   f"--resume", file=sys.stderr)
         raise
+
+
+def list_only(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """vae-train --list: the registry, and no other flag (it would do nothing)."""
+    training = {a.dest: ("training",) for a in parser._actions if a.dest not in ("list", "help")}
+    refuse_unused(parser, args, {"list"}, training, {"training": "training"}, "with --list")
+    print(registered())
+    return 0
 
 
 def final_line(metrics: dict, out: Path) -> str:
@@ -186,17 +212,18 @@ def _eval_main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
 
     def work() -> int:
+        mode = eval_mode(parser, args)
         set_threads(args.threads)
-        if args.disentanglement:
+        if mode == "disentanglement":
             from inference.disentangle.evaluate import evaluate_disentanglement
-            from inference.disentangle.metrics import METRICS
 
-            evaluate_disentanglement(args.run, metrics=args.metrics or tuple(METRICS),
+            evaluate_disentanglement(args.run,
+                                     metrics=unique(args.metrics, DISENTANGLEMENT_METRICS),
                                      seed=args.seed, scale=args.metric_scale,
                                      device=args.device or "auto", data_dir=args.data_dir,
                                      download=not args.no_download, checkpoint=args.checkpoint)
             return 0
-        if args.quality:
+        if mode == "quality":
             from inference.quality.run import quality_run
 
             quality_run(args.run, split=args.split, n=args.quality_samples, pixels=args.pixels,
@@ -216,10 +243,24 @@ def _eval_main(argv: list[str] | None) -> int:
     return _run(parser, work)
 
 
+def eval_mode(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """likelihood, quality or disentanglement; a flag the mode does not use is refused."""
+    if args.quality and args.disentanglement:
+        raise ValueError("--quality and --disentanglement are two evaluations: run vae-eval "
+                         "once for each")
+    mode = ("quality" if args.quality else "disentanglement" if args.disentanglement
+            else "likelihood")
+    context = {"likelihood": "without --quality or --disentanglement"}.get(
+        mode, f"with {EVAL_MODE_NAMES[mode]}")
+    refuse_unused(parser, args, {mode}, EVAL_MODES, EVAL_MODE_NAMES, context)
+    return mode
+
+
 def plot_main(argv: list[str] | None = None) -> int:
     parser = plot_parser()
     args = parser.parse_args(argv)
-    names = list(FIGURES) if args.figures == ["all"] else args.figures
+    names = unique(args.figures, ["all"])
+    names = list(FIGURES) if "all" in names else names
 
     def work() -> int:
         set_threads(args.threads)
@@ -262,20 +303,25 @@ def encode_main(argv: list[str] | None = None) -> int:
 
 
 def ood_main(argv: list[str] | None = None) -> int:
+    from inference.anomaly import SCORES
     from inference.anomaly.detect import ScoreOptions
-    from inference.anomaly.run import ood_run
+    from inference.anomaly.run import DEFAULT_SCORES, ood_run
 
     parser = ood_parser()
     args = parser.parse_args(argv)
 
     def work() -> int:
+        scores = unique(args.score, DEFAULT_SCORES)
+        refuse_unused(parser, args, scores, ood_modes(),
+                      {name: f"--score {name}" for name in SCORES},
+                      f"with --score {' '.join(scores)}")
         set_threads(args.threads)
         options = ScoreOptions(
             num_samples=args.num_samples, steps=args.steps, lr=args.lr,
             particles=args.particles, eval_particles=args.eval_particles,
             compressor=args.compressor, typicality_batch=args.typicality_batch, seed=args.seed)
-        ood_run(args.run, args.against, scores=args.score, limit=args.limit, options=options,
-                checkpoint=args.checkpoint, device=args.device or "auto",
+        ood_run(args.run, unique(args.against, ()), scores=scores, limit=args.limit,
+                options=options, checkpoint=args.checkpoint, device=args.device or "auto",
                 data_dir=args.data_dir, download=not args.no_download,
                 background_epochs=args.background_epochs, perturb=args.perturb, l2=args.l2,
                 bootstrap_rounds=args.bootstrap)

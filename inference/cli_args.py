@@ -1,10 +1,16 @@
 """The flags of the console scripts (``vae-train``, ``vae-eval``, ``vae-plot``,
-``vae-sample``, ``vae-encode``)."""
+``vae-sample``, ``vae-encode``, ``vae-ood``), and which flags each mode of a command uses.
+
+Every flag's help states its default and its choices. A flag that a mode does not use is
+refused in one line (:func:`refuse_unused`), never silently ignored. Lists are given either
+way, spaces or commas: ``--score nll complexity`` or ``--score nll,complexity``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from inference.config import LOSSES
@@ -13,6 +19,68 @@ from inference.run_folder import CHECKPOINTS
 from inference.runs import TRAIN_FIGURES
 from inference.visualize import FIGURES
 from models.nets import ACTIVATIONS
+
+SPLITS = ("train", "valid", "test")
+# vae-eval --disentanglement --metrics: the names of inference.disentangle.metrics.METRICS
+# (kept here so that parsing the flags does not import scikit-learn; a test compares them)
+DISENTANGLEMENT_METRICS = ("beta_vae", "factor_vae", "mig", "sap", "dci", "modularity",
+                           "unsupervised")
+# vae-eval's flags that only some of its modes use (the others work in every mode)
+EVAL_MODES: dict[str, tuple[str, ...]] = {
+    "split": ("likelihood", "quality"), "limit": ("likelihood", "quality"),
+    "num_samples": ("likelihood",), "chunk_size": ("likelihood",),
+    "batch_size": ("likelihood",), "fast": ("likelihood",),
+    "metrics": ("disentanglement",), "metric_scale": ("disentanglement",),
+    "quality_samples": ("quality",), "pixels": ("quality",), "classifier_seed": ("quality",),
+    "classifier_cache": ("quality",),
+}
+EVAL_MODE_NAMES = {"likelihood": "the likelihood (vae-eval without --quality or "
+                                 "--disentanglement)",
+                   "quality": "--quality", "disentanglement": "--disentanglement"}
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (with where to look), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def names_list(choices: Sequence[str], what: str):
+    """An argparse type for a list given with commas (``a,b``), spaces (``a b``, with
+    ``nargs="+"`` and ``action="extend"``) or both; each name one of ``choices``."""
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        bad = [n for n in names if n not in choices]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what} {(bad or [text])[0]!r}; choose "
+                                             f"from {', '.join(choices)}")
+        return names
+    return parse
+
+
+def unique(groups: Iterable[Iterable[str]] | None, default: Sequence[str]) -> list[str]:
+    """The names of a list flag (``names_list`` groups, one per word), without repeats, in
+    order; ``default`` when none was given."""
+    names = [name for group in groups or () for name in group]
+    return list(dict.fromkeys(names)) if names else list(default)
+
+
+def refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  modes: Iterable[str], uses: Mapping[str, Sequence[str]],
+                  names: Mapping[str, str], context: str) -> None:
+    """Raise one line for the first flag set away from its default that none of ``modes``
+    uses. ``uses``: flag (its dest) -> the modes that use it (flags not named there work in
+    every mode); ``names``: how to say each mode; ``context``: how to say the modes run."""
+    modes = set(modes)
+    for action in parser._actions:
+        allowed = uses.get(action.dest)
+        if allowed is None or modes & set(allowed) or not action.option_strings:
+            continue
+        if getattr(args, action.dest) != action.default:
+            flag = max(action.option_strings, key=len)
+            where = " or ".join(names.get(m, m) for m in allowed)
+            raise ValueError(f"{flag} does nothing {context}: it is for {where}; drop it")
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -34,10 +102,15 @@ def _json_dict(text: str) -> dict:
 
 
 def _common(a, *, data: bool = True) -> None:
-    a("--device", default=None, help="auto (default: CUDA when available), cpu, cuda, cuda:1")
-    a("--threads", type=int, help="CPU threads for torch (default: see README, 'Threads')")
+    a("--device", default=None,
+      help="auto (default: CUDA when available, else the CPU), cpu, cuda or cuda:N")
+    a("--threads", type=int,
+      help="CPU threads for torch (default: the cores other processes leave free, read from "
+           "the processor's use for a quarter of a second at start, at least 1: beside a busy "
+           "process one thread is often several times faster than two)")
     if data:
-        a("--data-dir", type=Path, help=f"data folder (default ${ENV_VAR}, else ~/.cache/...)")
+        a("--data-dir", type=Path, help=f"data folder (default ${ENV_VAR}, else "
+                                        f"~/.cache/pyro-vae-lab)")
         a("--no-download", action="store_true", help="never download; fail if data is missing")
 
 
@@ -47,56 +120,74 @@ def _checkpoint(a) -> None:
            "or last (checkpoint.pt)")
 
 
+def _split(a, what: str = "split of the run's dataset") -> None:
+    a("--split", choices=SPLITS, default="test",
+      help=f"{what}: train, valid or test (default test)")
+
+
 def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vae-train", description="Train a model/guide pair by SVI.")
+    p = Parser(prog="vae-train", description="Train a model/guide pair by SVI.")
     a = p.add_argument
     a("--config", type=Path, help="settings from a JSON or TOML file (a run's config.json "
-                                  "replays it); flags override them")
+                                  "replays it); flags override them (default: none)")
     a("--list", action="store_true", help="list the registered models and guides, and exit")
     a("--model", help="generative model (default bernoulli_mlp; --list shows them)")
     a("--guide", help="encoder (default gaussian_mlp; --list shows them)")
-    a("--z-dim", type=int, help="latent size, for model and guide (class default: 50)")
-    a("--hidden", type=_widths, help="hidden widths, e.g. 400,400 (model and guide)")
-    a("--activation", choices=list(ACTIVATIONS), help="hidden activation (model and guide)")
-    a("--model-config", type=_json_dict, help="other model arguments as JSON")
-    a("--guide-config", type=_json_dict, help="other guide arguments as JSON")
-    a("--dataset", choices=DATASETS, help="default: embedded (a 10,000-image MNIST subset)")
-    a("--binarize", choices=BINARIZE, help="pixels: dynamic (default), static or none")
+    a("--z-dim", type=int, help="latent size, for model and guide (default: the classes' "
+                                "own, 50 for the MLPs)")
+    a("--hidden", type=_widths, help="hidden widths, e.g. 400,400, for model and guide "
+                                     "(default: the classes' own)")
+    a("--activation", choices=list(ACTIVATIONS),
+      help=f"hidden activation, for model and guide: {', '.join(ACTIVATIONS)} (default: the "
+           f"classes' own)")
+    a("--model-config", type=_json_dict, help="other model arguments as JSON (default: none)")
+    a("--guide-config", type=_json_dict, help="other guide arguments as JSON (default: none)")
+    a("--dataset", choices=DATASETS, help=f"{', '.join(DATASETS)} (default: embedded, a "
+                                          f"10,000-image MNIST subset in the package)")
+    a("--binarize", choices=BINARIZE,
+      help="grey-level datasets' pixels: dynamic (default: a fresh Bernoulli draw per "
+           "minibatch), static (one draw) or none (grey levels)")
     a("--valid", type=int, help="training images held out for validation (default: the last "
-                                "10,000 of MNIST and Fashion-MNIST, 1,000 of embedded; "
-                                "binarized-mnist has its own; 0: none)")
-    a("--train-limit", type=int, help="train on a random subset of N images (debugging)")
+                                "10,000 of MNIST and Fashion-MNIST, 1,000 of embedded, 5,000 of "
+                                "the sprites; binarized-mnist has its own; 0: none)")
+    a("--train-limit", type=int, help="train on a random subset of N images (default: all)")
     a("--loss", choices=list(LOSSES),
       help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl, m2, vq; "
            "disentangling: betatc (β-TCVAE, β from --beta), dip1, dip2, capacity")
     a("--loss-config", type=_json_dict, help="the objective's other options as JSON: betatc "
       "(alpha, gamma, estimator: mss or mws), dip1/dip2 (lambda_od, lambda_d), capacity "
-      "(capacity, gamma, epochs), vq (beta, restart_below: null for no dead-code restarts)")
-    a("--num-particles", type=int, help="samples of z per data point in the objective")
+      "(capacity, gamma, epochs), vq (beta, restart_below: null for no dead-code restarts) "
+      "(default: none)")
+    a("--num-particles", type=int, help="samples of z per data point in the objective "
+                                        "(default 1)")
     a("--fast", choices=("auto", "compile", "off"),
       help="fast path: auto (default; compiles on CUDA), compile (on the CPU too), off "
-           "(Pyro's own objective); see README")
+           "(Pyro's own objective)")
     a("--epochs", type=int, help="default 10")
-    a("--patience", type=int, help="stop after N epochs without a better validation ELBO")
+    a("--patience", type=int, help="stop after N epochs without a better validation ELBO "
+                                   "(default: none, train every epoch)")
     a("--batch-size", type=int, help="default 128")
-    a("--lr", type=float, help="Adam learning rate, default 1e-3")
-    a("--adam-eps", type=float, help="Adam epsilon, default 1e-8 (the IWAE paper: 1e-4)")
-    a("--clip-norm", type=float, help="clip the gradient's norm to this")
+    a("--lr", type=float, help="Adam learning rate (default 0.001)")
+    a("--adam-eps", type=float, help="Adam epsilon (default 1e-08; the IWAE paper: 1e-4)")
+    a("--clip-norm", type=float, help="clip the gradient's norm to this (default: none)")
     a("--schedule", choices=("constant", "iwae"),
       help="learning rate per epoch: constant (default) or iwae (3**i epochs at 10**(-i/7))")
-    a("--beta", type=float, help="β-VAE: weight of the KL term in training (default 1)")
+    a("--beta", type=float, help="β-VAE: weight of the KL term in training (default 1.0)")
     a("--anneal", help="KL annealing: none (default), linear:EPOCHS or cyclical:PERIOD[:RATIO]"
                        ", rising to --beta")
-    a("--labels", type=int, help="semi-supervised: keep N labels (balanced), hide the rest")
-    a("--alpha", type=float, help="loss m2: weight of the classification term (default 46)")
+    a("--labels", type=int, help="semi-supervised (--loss m2): keep N labels (balanced), hide "
+                                 "the rest (default: keep all)")
+    a("--alpha", type=float, help="--loss m2: weight of the classification term "
+                                  "(default 46.0)")
     a("--prior-epochs", type=int, help="VQ-VAE: then fit its code prior for N epochs on the "
-                                       "training set's codes (needs the model's "
-                                       "prior 'transformer')")
+                                       "training set's codes (needs the model's prior "
+                                       "'transformer'; default 0: none)")
     a("--seed", type=int, help="default 0")
     a("--out", type=Path, help="run folder (default runs/<date>-<time>)")
     a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     a("--eval-samples", type=int, default=0, metavar="K",
-      help="after training, score the test set with K importance samples (as vae-eval)")
+      help="after training, score the test set with K importance samples as vae-eval does "
+           "(default 0: no scoring)")
     a("--no-figures", action="store_true",
       help=f"do not write {', '.join(TRAIN_FIGURES)} into <out>/figures at the end")
     a("--no-tensorboard", action="store_true", help="no TensorBoard event files in <out>")
@@ -104,35 +195,43 @@ def train_parser() -> argparse.ArgumentParser:
                                             "needs pip install -e '.[mlflow]'")
     a("--no-divergence-check", action="store_true",
       help="keep training when the loss exceeds 1000 nats per data dimension or the "
-           "validation ELBO falls below its value before training (README, 'Training')")
+           "held-out ELBO falls below its value before training")
     a("--quiet", action="store_true", help="no progress bar")
     _common(a)
     return p
 
 
 def eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="vae-eval", description="Importance-weighted test NLL and diagnostics of a run, "
-                                    "or its sample quality (--quality).")
+                                     "or its sample quality (--quality), or its "
+                                     "disentanglement (--disentanglement).")
     a = p.add_argument
     a("run", type=Path, help="run folder written by vae-train")
-    a("--split", default="test", help="split of the run's dataset (default test)")
-    a("--num-samples", type=int, default=5000, metavar="K", help="importance samples per point")
-    a("--limit", type=int, help="score a random subset of N points (stratified by label)")
+    _split(a, "split scored (the likelihood) or compared with (--quality)")
+    a("--num-samples", type=int, default=5000, metavar="K",
+      help="importance samples per point (default 5000)")
+    a("--limit", type=int, help="score a random subset of N points, seeded by the run's seed "
+                                "and stratified by label where the data has labels "
+                                "(binarized-mnist and the sprites have none; default: all)")
     a("--chunk-size", type=int, help="particles per chunk (default: sized to bound memory)")
     a("--batch-size", type=int, help="data points per pass (default: sized to bound memory)")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int, default=0,
+      help="seed of the importance samples, the quality's samples or the metrics' draws "
+           "(default 0)")
     a("--fast", choices=("auto", "compile", "off"), default="auto",
-      help="compile the chunk computation: auto (when it recurs 50+ times), compile, off")
+      help="compile the chunk computation: auto (default: when it recurs 50+ times), "
+           "compile, off")
     a("--quiet", action="store_true", help="no progress bar")
     a("--disentanglement", action="store_true",
       help="instead: the disentanglement metrics, the ELBO's decomposition and the test ELBO "
-           "of a run on sprites or dsprites (README, 'Disentanglement')")
-    a("--metrics", type=lambda t: tuple(m for m in t.split(",") if m),
-      help="with --disentanglement: some of beta_vae, factor_vae, mig, sap, dci, modularity, "
-           "unsupervised (default all)")
+           "of a run on sprites or dsprites")
+    a("--metrics", nargs="+", action="extend", metavar="METRIC",
+      type=names_list(DISENTANGLEMENT_METRICS, "metric"),
+      help=f"--disentanglement: some of {', '.join(DISENTANGLEMENT_METRICS)}, with spaces or "
+           f"commas (default: all)")
     a("--metric-scale", type=float, default=1.0,
-      help="with --disentanglement: multiply disentanglement_lib's sample sizes (default 1)")
+      help="--disentanglement: multiply disentanglement_lib's sample sizes (default 1.0)")
     _quality(a)
     _checkpoint(a)
     _common(a)
@@ -141,55 +240,57 @@ def eval_parser() -> argparse.ArgumentParser:
 
 def _quality(a) -> None:
     a("--quality", action="store_true",
-      help="sample quality instead of the likelihood: Fréchet distance, precision, recall and "
-           "class coverage of samples from the prior in a classifier's feature space")
+      help="instead: sample quality, as Fréchet distance, precision, recall and class "
+           "coverage of samples from the prior in a classifier's feature space")
     a("--quality-samples", type=int, default=10_000, metavar="N",
       help="--quality: samples drawn from the prior (default 10000)")
     a("--pixels", choices=("mean", "draw"), default="mean",
       help="--quality: a sample is the decoder's mean (default) or a draw from it")
-    a("--classifier-seed", type=int, default=0, help="--quality: seed of the feature network")
+    a("--classifier-seed", type=int, default=0,
+      help="--quality: seed of the feature network (default 0)")
     a("--classifier-cache", type=Path,
       help="--quality: folder of trained classifiers (default $VAE_LAB_CLASSIFIERS, else "
            "~/.cache/pyro-vae-lab/classifiers)")
 
 
 def plot_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vae-plot", description="Figures of a trained run as PNG.")
+    p = Parser(prog="vae-plot", description="Figures of a trained run as PNG.")
     a = p.add_argument
     a("run", type=Path, help="run folder written by vae-train")
-    a("figures", nargs="*", default=["all"], metavar="FIGURE",
-      help=f"any of {', '.join(FIGURES)}, or all (default)")
+    a("figures", nargs="*", action="extend", metavar="FIGURE",
+      type=names_list((*FIGURES, "all"), "figure"),
+      help=f"any of {', '.join(FIGURES)}, with spaces or commas, or all (default: all)")
     a("--out", type=Path, help="folder for the PNGs (default <run>/figures)")
     a("--label", type=int, help="the class a label-conditional model decodes with (default: "
                                 "the class of the image each figure starts from)")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int, default=0, help="seed of the figures' draws (default 0)")
     _checkpoint(a)
     _common(a)
     return p
 
 
 def sample_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vae-sample", description="New images from a trained run.")
+    p = Parser(prog="vae-sample", description="New images from a trained run.")
     a = p.add_argument
     a("run", type=Path, help="run folder written by vae-train")
     a("--label", type=int, help="class to generate (label-conditional models, e.g. "
-                                "conditional_mlp); without it: from the prior")
+                                "conditional_mlp; default: none, from the prior)")
     a("-n", type=int, default=64, help="images (default 64)")
     a("--temperature", type=float, default=1.0,
-      help="scale of the prior's standard deviation (default 1; below 1: more typical)")
-    a("--out", type=Path, help="PNG file (default <run>/figures/samples[-label<L>].png)")
-    a("--seed", type=int, default=0)
+      help="scale of the prior's standard deviation (default 1.0; below 1: more typical)")
+    a("--out", type=Path, help="PNG file (default <run>/samples/<settings>.png, named by "
+                               "-n, --label, --temperature, --seed and --checkpoint)")
+    a("--seed", type=int, default=0, help="seed of the draws (default 0)")
     _checkpoint(a)
     _common(a, data=False)
     return p
 
 
 def encode_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vae-encode",
-                                description="The guide's means and scales of every point.")
+    p = Parser(prog="vae-encode", description="The guide's means and scales of every point.")
     a = p.add_argument
     a("run", type=Path, help="run folder written by vae-train")
-    a("--split", default="test", help="split of the run's dataset (default test)")
+    _split(a)
     a("--out", type=Path, help="file: .pt (default <run>/latents-<split>.pt) or .npz (NumPy)")
     _checkpoint(a)
     _common(a)
@@ -201,34 +302,50 @@ def ood_parser() -> argparse.ArgumentParser:
     from inference.anomaly.complexity import COMPRESSORS
     from inference.anomaly.run import AGAINST, DEFAULT_SCORES
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="vae-ood", description="Out-of-distribution detection: a run's test set against "
-                                    "other data, by several anomaly scores (README).")
+                                    "other data, by several anomaly scores.")
     a = p.add_argument
     a("run", type=Path, help="run folder written by vae-train")
-    a("--against", nargs="+", required=True, choices=AGAINST, metavar="SET",
-      help=f"out-of-distribution sets: any of {', '.join(AGAINST)}")
-    a("--score", nargs="+", choices=SCORES, default=list(DEFAULT_SCORES), metavar="SCORE",
-      help=f"any of {', '.join(SCORES)} (default: all but ratio, which trains a background "
-           f"model)")
+    a("--against", nargs="+", action="extend", required=True, metavar="SET",
+      type=names_list(AGAINST, "set"),
+      help=f"out-of-distribution sets, with spaces or commas: any of {', '.join(AGAINST)} "
+           f"(required)")
+    a("--score", nargs="+", action="extend", metavar="SCORE", type=names_list(SCORES, "score"),
+      help=f"any of {', '.join(SCORES)}, with spaces or commas (default: "
+           f"{', '.join(DEFAULT_SCORES)}; ratio trains a background model)")
     a("--limit", type=int, default=1000, help="random examples of each set (default 1000)")
     a("--num-samples", type=int, default=200, metavar="K",
-      help="importance samples for log p(x) (default 200)")
+      help="nll, complexity, ratio, typicality: importance samples for log p(x) (default 200)")
     a("--steps", type=int, default=100, help="regret: optimization steps (default 100)")
     a("--lr", type=float, default=0.05, help="regret: Adam's initial rate (default 0.05)")
     a("--particles", type=int, default=1, help="regret: draws of z per step (default 1)")
     a("--eval-particles", type=int, default=100,
       help="regret: draws of z for each of its two ELBOs (default 100)")
     a("--compressor", choices=("auto", *COMPRESSORS), default="auto",
-      help="complexity: auto (default: tiff-g4 for binary images, png for grey levels)")
+      help=f"complexity: auto (default: tiff-g4 for binary images, png for grey levels), "
+           f"{', '.join(COMPRESSORS)}")
     a("--typicality-batch", type=int, default=1, metavar="M",
       help="typicality: examples per tested batch (default 1)")
     a("--background-epochs", type=int,
       help="ratio: epochs of the background model (default: the run's)")
     a("--perturb", type=float, default=0.2, help="ratio: share of pixels replaced (default 0.2)")
-    a("--l2", type=float, default=1e-4, help="ratio: L2 penalty of the background (default 1e-4)")
-    a("--bootstrap", type=int, default=200, help="bootstrap rounds for standard errors")
-    a("--seed", type=int, default=0)
+    a("--l2", type=float, default=1e-4, help="ratio: L2 penalty of the background (default "
+                                             "0.0001)")
+    a("--bootstrap", type=int, default=200,
+      help="bootstrap rounds for standard errors (default 200)")
+    a("--seed", type=int, default=0, help="seed of every score's draws and subsets (default 0)")
     _checkpoint(a)
     _common(a)
     return p
+
+
+def ood_modes() -> dict[str, tuple[str, ...]]:
+    """vae-ood's flags that only some scores use (the others work with every score)."""
+    from inference.anomaly.detect import NEEDS_NLL
+
+    regret, ratio = ("regret",), ("ratio",)
+    return {"num_samples": NEEDS_NLL, "steps": regret, "lr": regret, "particles": regret,
+            "eval_particles": regret, "compressor": ("complexity",),
+            "typicality_batch": ("typicality",), "background_epochs": ratio, "perturb": ratio,
+            "l2": ratio}

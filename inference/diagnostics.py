@@ -17,6 +17,9 @@ import torch
 
 KHAT_BAD = 0.7
 KHAT_OK = 0.5
+# ArviZ fits the Pareto tail to the ceil(min(0.2 K, 3 sqrt(K))) largest weights and needs
+# more than 4 of them: below K = 21 every k̂ comes back infinite, which says nothing.
+KHAT_MIN_SAMPLES = 21
 
 
 def load_arviz():
@@ -38,6 +41,8 @@ def psis_khat(log_weights: torch.Tensor) -> PSIS:
     ``log_weights`` is (K, N), as returned by ``iw_log_likelihood(...,
     return_log_weights=True)``. Where all K weights of a point are equal (the guide is that
     point's exact posterior) the tail is a point mass and k̂ is -inf: the estimate is exact.
+    With fewer than :data:`KHAT_MIN_SAMPLES` weights per point there is no tail to fit, and
+    ArviZ's k̂ is +inf for every point.
     """
     if log_weights.dim() != 2:
         raise ValueError(f"log_weights must be (K, N), got shape {tuple(log_weights.shape)}")

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 
 IMAGE = (28, 28)
+DPI = 110  # the resolution figures are saved at (visualize.save_png)
+PIXEL = 1.25 / DPI  # inches per image pixel: over one screen pixel, so no 1-pixel gap is lost
 
 
 def _figure(width: float, height: float):
@@ -46,11 +48,16 @@ def _show(ax, grid: torch.Tensor, title: str | None = None) -> None:
 def grid_figure(images: torch.Tensor, rows: int, title: str,
                 image_shape: Sequence[int] = IMAGE):
     """Any set of images as one grid, e.g. samples from the prior."""
-    grid = image_grid(images, rows, image_shape)
-    fig = _figure(0.3 * grid.shape[1] / image_shape[1] + 0.4,
-                  0.3 * grid.shape[0] / image_shape[0] + 0.5)
+    grid = image_grid(images, rows, image_shape)  # (H, W) pixels, 1-pixel gaps
+    width = max(PIXEL * grid.shape[1], _title_width(title)) + 0.4
+    fig = _figure(width, PIXEL * grid.shape[0] + 0.5)
     _show(fig.subplots(), grid, title)
     return fig
+
+
+def _title_width(title: str, fontsize: float = 9) -> float:
+    """Inches a title needs at ``fontsize`` points (about 0.6 em a character)."""
+    return 0.6 * fontsize / 72 * len(title)
 
 
 def reconstruction_figure(x: torch.Tensor, reconstruction: torch.Tensor,

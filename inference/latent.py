@@ -12,7 +12,13 @@ import math
 import pyro
 import pyro.poutine as poutine
 import torch
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import (
+    Categorical,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    kl_divergence,
+)
 
 from inference.data import as_data
 from inference.plates import whole_plates
@@ -110,11 +116,16 @@ def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int,
 
 @torch.no_grad()
 def kl_per_dimension(guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                     site: str | None = None) -> torch.Tensor:
-    """Mean over x of KL(q(z_j | x) || N(0, 1)) for each dimension j, shape (z_dim,).
+                     site: str | None = None, model=None, samples: int = 32) -> torch.Tensor:
+    """Mean over x of KL(q(z_j | x) || p(z_j)) for each dimension j, shape (z_dim,).
 
-    Needs a guide whose site factorizes over dimensions with Normal marginals (diagonal
-    Gaussian encoders); the dimensions a VAE uses are those with a large KL.
+    p(z_j) is the model's prior of the site, its one-dimensional marginal (read from the
+    model replayed on the guide's draw, so a conditional prior p(z1 | z2) is taken at the
+    guide's z2), or N(0, 1) without a ``model``. A Normal prior gives the closed form; a
+    mixture (VampPrior, mixture-of-Gaussians priors) a Monte Carlo estimate from
+    ``samples`` draws of q per point. Needs a guide whose site factorizes over dimensions
+    with Normal marginals (diagonal Gaussian encoders); the dimensions a VAE uses are those
+    with a large KL.
     """
     guide = program(guide, "guide")
     x = x.to(device_of(guide))
@@ -122,12 +133,43 @@ def kl_per_dimension(guide, x: torch.Tensor, y: torch.Tensor | None = None, *,
         tr = poutine.trace(guide).get_trace(x, y)
     site = _latent_site(tr, site)
     fn = tr.nodes[site]["fn"]
-    base = fn.base_dist if isinstance(fn, Independent) else fn
-    if not isinstance(base, Normal):
+    q = fn.base_dist if isinstance(fn, Independent) else fn
+    if not isinstance(q, Normal):
         raise ValueError(f"kl_per_dimension needs a diagonal Normal guide; site {site!r} is "
                          f"{type(fn).__name__}")
-    prior = Normal(torch.zeros_like(base.loc), torch.ones_like(base.scale))
-    return kl_divergence(base, prior).reshape(-1, base.loc.shape[-1]).mean(0)
+    if model is None:
+        p = Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
+    else:
+        model_tr = poutine.trace(poutine.replay(program(model, "model"), trace=tr)).get_trace(x, y)
+        p = _marginals(model_tr.nodes[site]["fn"], site)
+    if isinstance(p, Normal):
+        return kl_divergence(q, p).reshape(-1, q.loc.shape[-1]).mean(0)
+    z = q.sample((samples,))  # (S, N, d)
+    size = max(1, 2**24 // (samples * p.component_distribution.batch_shape.numel()))
+    log_p = torch.cat([p.log_prob(part) for part in z.split(size, dim=1)], 1)  # (S, N, d)
+    return (q.log_prob(z) - log_p).reshape(-1, z.shape[-1]).mean(0)
+
+
+def _marginals(fn, site: str):
+    """The one-dimensional marginals of a prior over vectors: a batch of d Normals, or of d
+    mixtures of Normals."""
+    base = fn.base_dist if isinstance(fn, Independent) else fn
+    if isinstance(base, Normal):
+        return base
+    comp = getattr(fn, "component_distribution", None)
+    comp = comp.base_dist if isinstance(comp, Independent) else comp
+    if isinstance(comp, Normal):  # a mixture of diagonal Normals: (..., C, d) components
+        loc, scale = torch.broadcast_tensors(comp.loc, comp.scale)
+        logits = fn.mixture_distribution.logits  # (..., C)
+        loc, scale, logits = (t.reshape(-1, *t.shape[-k:]) for t, k in ((loc, 2), (scale, 2),
+                                                                        (logits, 1)))
+        if not all(torch.equal(t, t[:1].expand_as(t)) for t in (loc, scale, logits)):
+            raise ValueError(f"kl_per_dimension needs a prior at site {site!r} that is the same"
+                             f" for every point")
+        return MixtureSameFamily(Categorical(logits=logits[0].expand(loc.shape[-1], -1)),
+                                 Normal(loc[0].T, scale[0].T))  # d mixtures of C Normals
+    raise ValueError(f"kl_per_dimension needs a Normal or mixture-of-Normals prior at site "
+                     f"{site!r}; the model's is {type(fn).__name__}")
 
 
 def traversal_grid(z0: torch.Tensor, dims: list[int], values: torch.Tensor) -> torch.Tensor:

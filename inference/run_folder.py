@@ -1,13 +1,15 @@
 """Reading and writing a run folder from Python: :func:`load_run` and :func:`save_run`.
 
 A folder holds ``checkpoint.pt`` (the last finished epoch), ``best.pt`` (the epoch with the
-best validation ELBO, when there was validation data) and ``config.json``. ``vae-train`` and
+best validation ELBO, when there was validation data) and ``config.json``; result files
+record the weights they scored (:func:`provenance`). ``vae-train`` and
 ``fit(..., checkpoint="folder/checkpoint.pt")`` write them; :func:`save_run` writes one for a
 pair trained any other way.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,45 @@ def registry_config(model, guide) -> dict[str, Any]:
         if isinstance(config, dict) and "name" in config:
             out[role] = config
     return out
+
+
+def weights_digest(state: dict[str, Any]) -> str:
+    """A short SHA-256 of a checkpoint's weights (model, guide, free parameters): the same
+    weights give the same digest, whatever else the file holds."""
+    h = hashlib.sha256()
+    for role in ("model", "guide", "params"):
+        for name, tensor in sorted((state.get(role) or {}).items()):
+            h.update(f"{role}/{name}".encode())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:16]
+
+
+def provenance(saved: dict[str, Any]) -> dict[str, Any]:
+    """What a result file records of the weights it scored (from :func:`load_run`'s config):
+    the checkpoint's file name, its epoch and :func:`weights_digest`."""
+    return {"checkpoint": saved["checkpoint"], "epoch": saved["epoch"],
+            "weights_sha256": saved["weights_sha256"]}
+
+
+def stale_results(out: str | Path) -> list[str]:
+    """One line for each result file in ``out`` whose checkpoint now holds other weights
+    (a resumed run wrote a newer ``best.pt``, say)."""
+    out, states, lines = Path(out), {}, []
+    for path in sorted(out.glob("*.json")):
+        try:
+            result = load_json(path)
+        except CheckpointError:
+            continue
+        if not isinstance(result, dict) or "weights_sha256" not in result:
+            continue
+        name = result["checkpoint"]
+        if name not in states and (out / name).exists():
+            states[name] = load_checkpoint(out / name)
+        state = states.get(name)
+        if state is not None and weights_digest(state) != result["weights_sha256"]:
+            lines.append(f"note: {path.name} scored {name} of epoch {result['epoch']}; {name} "
+                         f"now holds epoch {state['epoch']}: score it again to update it")
+    return lines
 
 
 def checkpoint_path(out: str | Path, which: str = "best") -> Path:
@@ -79,7 +120,7 @@ def load_run(out: str | Path, device: str | torch.device | None = "cpu", *,
     if not config and (Path(out) / "config.json").exists():
         config = load_json(Path(out) / "config.json")
     saved = {**config, "epoch": state["epoch"], "history": state.get("history", []),
-             "checkpoint": path.name}
+             "checkpoint": path.name, "weights_sha256": weights_digest(state)}
     try:
         if model is None or guide is None:
             model, guide = MODELS.make(**saved["model"]), GUIDES.make(**saved["guide"])

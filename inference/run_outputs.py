@@ -17,7 +17,7 @@ from inference.data import TensorData
 from inference.datasets import DEFAULT_VALID, load_dataset
 from inference.marginal import is_point_mass
 from inference.programs import device_of, owner
-from inference.run_folder import load_run
+from inference.run_folder import load_run, provenance
 from inference.runs import _log_figures
 from inference.validate import optional, positive_float, positive_int
 from inference.visualize import save_figures, save_png
@@ -49,6 +49,7 @@ def plot_run(out: str | Path, names, *, folder: str | Path | None = None, seed: 
     """Write the named figures of a run folder (default into ``out/figures``)."""
     out = Path(out)
     model, guide, saved = load_run(out, device, checkpoint=checkpoint)
+    check_label(model, label)
     test = run_split(run_config(out, saved), "test", data_dir, download)
     done = save_figures(model, guide, test, Path(folder or out / "figures"), names,
                         records=saved["history"], seed=seed, label=label)
@@ -56,38 +57,52 @@ def plot_run(out: str | Path, names, *, folder: str | Path | None = None, seed: 
     return done
 
 
+def check_label(model, label: int | None) -> None:
+    """``--label``: only for a label-conditional model, and one of its classes."""
+    if label is None:
+        return
+    classes = getattr(owner(model), "num_classes", None)
+    if classes is None:
+        raise ValueError(f"--label needs a label-conditional model such as conditional_mlp; "
+                         f"this run's model is {type(owner(model)).__name__}")
+    if not 0 <= label < classes:
+        raise ValueError(f"--label must be in 0..{classes - 1}, got {label}")
+
+
 def sample_run(run: str | Path, *, n: int = 64, label: int | None = None,
                out: str | Path | None = None, seed: int = 0, device: str = "auto",
                temperature: float = 1.0, checkpoint: str = "best") -> Path:
     """Write a grid of ``n`` new images of a run folder (of class ``label`` if given) as a
-    PNG, by default ``<run>/figures/samples[-label<L>].png``; returns its path.
-    ``temperature`` scales the prior's standard deviation (below 1: more typical, less
-    varied samples)."""
-    from inference.figures import grid_figure
+    PNG, by default ``<run>/samples/<stem>.png`` named by the settings
+    (:func:`sample_stem`), so that it never replaces a training figure or another setting's
+    grid; returns its path. ``temperature`` scales the prior's standard deviation (below 1:
+    more typical, less varied samples)."""
     from inference.generate import class_samples, sample
     from inference.handlers import temperature as tempered
+    from inference.visualize import sample_grid
 
     positive_int("n", n)
     positive_float("temperature", temperature)
     run = Path(run)
-    out_file = Path(out or run / "figures" / (
-        "samples.png" if label is None else f"samples-label{label}.png"))
+    out_file = Path(out or run / "samples" / (
+        sample_stem(n, label, temperature, seed, checkpoint) + ".png"))
     model, _, _ = load_run(run, device, checkpoint=checkpoint)
-    if label is not None:
-        classes = getattr(model, "num_classes", None)
-        if classes is None:
-            raise ValueError(f"--label needs a label-conditional model such as conditional_mlp;"
-                             f" this run's model is {type(model).__name__}")
-        if not 0 <= label < classes:
-            raise ValueError(f"--label must be in 0..{classes - 1}, got {label}")
+    check_label(model, label)
     pyro.set_rng_seed(seed)
     model = tempered(model, temperature)
     images = (sample(model, n, mean=True, sites=("x",))["x"] if label is None
               else class_samples(model, label, n))
     title = "samples" if label is None else f"samples of class {label}"
     title += "" if temperature == 1 else f", temperature {temperature:g}"
-    return save_png(grid_figure(images.cpu(), rows=max(1, round(n ** 0.5)), title=title),
-                    out_file)
+    return save_png(sample_grid(model, images, title), out_file)
+
+
+def sample_stem(n: int, label: int | None, temperature: float, seed: int,
+                checkpoint: str) -> str:
+    """``n64``, plus ``-label<L>``, ``-t<T>``, ``-seed<S>`` and ``-last`` where set."""
+    return (f"n{n}" + ("" if label is None else f"-label{label}")
+            + ("" if temperature == 1 else f"-t{temperature:g}") + (f"-seed{seed}" if seed else "")
+            + ("-last" if checkpoint == "last" else ""))
 
 
 def eval_stem(split: str, num_samples: int, limit: int | None, seed: int,
@@ -142,13 +157,14 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
                             batch_size=batch_size, progress=progress and replicas is None,
                             fast=fast, seed=seed)
     summary.update({"run": str(out), "split": split, "seed": seed, "data": data.info,
-                    "checkpoint": saved["checkpoint"], "epoch": saved["epoch"],
-                    "seconds": time.perf_counter() - start,
+                    **provenance(saved), "seconds": time.perf_counter() - start,
                     "device": str(next(model.parameters()).device)})
     if replicas is not None:
         summary["processes"] = replicas.world
     length = getattr(owner(model), "length", None)  # latent positions of a code grid
     summary["point_mass"] = point_mass  # its "NLL" is −ELBO, an upper bound on −log p(x)
+    if getattr(owner(model), "latent", None) == "codebook":  # units of L·D code coordinates
+        summary.update(code_usage(model, guide, data))  # say nothing: count the codes used
     if point_mass and length:
         summary["rate_bits_per_position"] = summary["kl"] / (length * math.log(2))
     log(format_scores(summary))
@@ -158,6 +174,17 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
         save_checkpoint(out / f"{stem}-points.pt", points)
         log(f"wrote {out / stem}.json and {stem}-points.pt")
     return summary
+
+
+def code_usage(model, guide, data: TensorData) -> dict[str, int]:
+    """A VQ-VAE's codes on ``data``: how many of its K codes the points use, over how many
+    positions (in place of active units, which would count code coordinates)."""
+    from inference.vq import encode_codes
+
+    codes = encode_codes(guide, data.to(device_of(model, guide))).x  # (N, L)
+    vq = owner(model)
+    return {"codes_used": int(codes.long().unique().numel()), "num_codes": vq.num_codes,
+            "code_positions": vq.length, "active_units": {}, "latent_dims": {}}
 
 
 def encode_run(out: str | Path, *, split: str = "test", file: str | Path | None = None,

@@ -35,6 +35,8 @@ from inference.config import RESUMABLE, SCHEDULES, RunConfig, make_loss, trainin
 from inference.data import TensorData
 from inference.datasets import load_splits
 from inference.distributed import Replicas, rank
+from inference.run_checks import check_settings, start_over
+from inference.run_folder import stale_results
 from inference.semisupervised import SemiSupervisedData, accuracy
 from inference.traces import kl_forms
 from inference.tracking import JsonlLog, MlflowLog, TensorBoardLog
@@ -89,26 +91,32 @@ def _saved_config(out: Path, log) -> RunConfig:
 
 
 def _starting_config(out: Path, asked: RunConfig, resume: bool, explicit: set[str],
-                     log) -> RunConfig:
+                     log, main: bool = True) -> RunConfig:
     """The configuration to run with: ``asked`` for a new run, the saved one to resume."""
     ckpt = out / "checkpoint.pt"
     if not resume:
-        if ckpt.exists() or (out / "config.json").exists():
+        if ckpt.exists():
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or "
                                   f"choose another --out")
+        if (out / "config.json").exists() and main:  # a run that finished no epoch
+            start_over(out, log)
         return asked
     saved = _saved_config(out, log)
     for name in explicit - set(RESUMABLE):
         if getattr(asked, name) != getattr(saved, name):
+            fresh = "" if ckpt.exists() else (f"; {out} has no finished epoch: drop --resume to "
+                                              f"start a new run there with the new settings")
             raise ValueError(f"{name} {getattr(asked, name)!r} differs from the resumed run's "
                              f"{getattr(saved, name)!r}; a resumed run keeps its configuration "
-                             f"(only {', '.join(RESUMABLE)} may change)")
+                             f"(only {', '.join(RESUMABLE)} may change){fresh}")
     config = dataclasses.replace(saved, **{k: getattr(asked, k) for k in RESUMABLE
                                            if k in explicit})
     done = load_checkpoint(ckpt)["epoch"] if ckpt.exists() else 0
     if config.epochs < done:
         raise ValueError(f"the run in {out} has {done} finished epochs; --epochs {config.epochs} "
                          f"would not continue it: ask for {done} or more")
+    log(f"resuming {out} from epoch {done + 1} of {config.epochs} ({done} finished)" if done
+        else f"resuming {out}: no epoch was finished there, starting from epoch 1")
     return config
 
 
@@ -157,7 +165,8 @@ def train_run(config: RunConfig, out: str | Path, *, resume: bool = False,
 
 def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], data_dir,
                download: bool, progress: bool, figures, trackers: dict, divergence, log):
-    config = _starting_config(out, config, resume, explicit, log)
+    config = _starting_config(out, config, resume, explicit, log, main)
+    check_settings(config, explicit)
     pyro.set_rng_seed(config.seed)
     data = load_data(config, data_dir, download)
     log(describe_data(data))
@@ -198,6 +207,9 @@ def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], 
                             saved, log) if config.prior_epochs else None)
         metrics = _finish(config, out, main, model, guide, data, history, saved, figures, logs,
                           device, time.perf_counter() - start, log, prior)
+        if main and resume:
+            for line in stale_results(out):  # scores of weights the folder no longer holds
+                log(line)
         return metrics
     finally:
         for each in logs:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from inference.data import as_data
-from inference.diagnostics import KHAT_BAD, khat_summary
+from inference.diagnostics import KHAT_BAD, KHAT_MIN_SAMPLES, khat_summary
 from inference.marginal import importance_sample
 from inference.programs import probe_sites
 
@@ -45,7 +45,7 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
     from inference.distributed import importance_sample as sharded  # it builds on marginal
 
     data = as_data(data)
-    khat = khat and num_samples > 1  # one weight per point has no tail
+    khat = khat and num_samples >= KHAT_MIN_SAMPLES  # fewer weights have no tail to fit
     head = data.head(min(2, len(data)))
     labels = head[1] is not None and probe_sites(model, guide, *head).y is not None
     kwargs = {"num_samples": num_samples, "chunk_size": chunk_size, "batch_size": batch_size,
@@ -80,6 +80,9 @@ def score(model, guide, data: Any, *, num_samples: int = 5000, chunk_size: int |
 def format_scores(s: dict[str, Any]) -> str:
     """A plain-text table of :func:`score`'s summary, with a warning line on bad k̂."""
     units = ", ".join(f"{k}: {v} / {s['latent_dims'][k]}" for k, v in s["active_units"].items())
+    units = (f"  active units    {units}" if "codes_used" not in s else
+             f"  codes used      {s['codes_used']} of {s['num_codes']} (at {s['code_positions']}"
+             f" positions)")
     name = "NLL" if s.get("target", "x") == "x" else "−log p(x, y)"
     name = f"{name} bound" if s.get("point_mass") else name  # −ELBO of a point-mass guide
     lines = [
@@ -92,10 +95,12 @@ def format_scores(s: dict[str, Any]) -> str:
         f"  KL              {s['kl']:9.2f} nats" + (
             f"  (rate: {s['rate_bits_per_position']:.3f} bits per latent position)"
             if "rate_bits_per_position" in s else ""),
-        f"  active units    {units}",
+        units,
         f"  ESS (median)    {s['ess_median']:9.1f} of {s['num_samples']}",
         f"  fast path       {s['fast_path']}",
     ]
+    if "khat_max" not in s and s["num_samples"] > 1:
+        lines.append(f"  Pareto k̂        not computed: its tail fit needs K >= {KHAT_MIN_SAMPLES}")
     if "khat_max" in s:
         lines.append(f"  Pareto k̂        {100 * s['share_khat_above_0.7']:.1f}% of points above "
                      f"{KHAT_BAD} (max {s['khat_max']:.2f}, median {s['khat_median']:.2f})")

@@ -3,8 +3,8 @@
 Both are fed each epoch's record by :func:`inference.fit`'s ``on_epoch``. ``metrics.jsonl``
 holds one JSON line per finished epoch; a resumed run rewrites it from its checkpoint's
 history first, so it never shows an epoch twice or one the checkpoint does not hold.
-TensorBoard (``tensorboard --logdir runs``) gets the scalars of every epoch, the run's
-configuration as text and, at the end, the figures.
+TensorBoard (``tensorboard --logdir runs``) gets every number of every epoch's record
+(:func:`scalars`), the run's configuration as text and, at the end, the figures.
 """
 
 from __future__ import annotations
@@ -21,6 +21,20 @@ from inference.checkpoint import WriteError, atomic_write
 SCALARS = {"objective": "objective/running", "lr": "lr", "beta": "beta", "seconds": "seconds",
            **{f"{split}_{k}": f"{split}/{k}" for split in ("train", "valid")
               for k in ("elbo", "reconstruction", "kl")}}
+
+
+NOT_SCALARS = ("epoch", "steps")
+
+
+def scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of an epoch's record by tag: :data:`SCALARS`' tags, and every other
+    number under its own key (an objective's own figures, such as a codebook's usage)."""
+    out = {}
+    for key, value in record.items():
+        if key in NOT_SCALARS or isinstance(value, bool) or not isinstance(value, numbers.Real):
+            continue
+        out[SCALARS.get(key, key)] = float(value)
+    return out
 
 
 def _plain(value: Any) -> Any:
@@ -63,10 +77,8 @@ class TensorBoardLog:
 
     def __call__(self, record: dict[str, Any]) -> None:
         self.epoch = record["epoch"]
-        for key, tag in SCALARS.items():
-            value = record.get(key)
-            if isinstance(value, numbers.Real):
-                self.writer.add_scalar(tag, value, self.epoch)
+        for tag, value in scalars(record).items():
+            self.writer.add_scalar(tag, value, self.epoch)
         self.writer.flush()
 
     def figure(self, name: str, fig) -> None:
@@ -99,8 +111,7 @@ class MlflowLog:
 
     def __call__(self, record: dict[str, Any]) -> None:
         self.epoch = record["epoch"]
-        self.mlflow.log_metrics({tag: float(record[key]) for key, tag in SCALARS.items()
-                                 if isinstance(record.get(key), numbers.Real)}, step=self.epoch)
+        self.mlflow.log_metrics(scalars(record), step=self.epoch)
 
     def figure(self, name: str, fig) -> None:
         self.mlflow.log_figure(fig, f"figures/{name}.png")

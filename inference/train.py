@@ -226,7 +226,8 @@ def epoch_summary(r: dict[str, Any], history: History | None = None) -> str:
     """One line per epoch, e.g. ``epoch 3: train ELBO -117.90  valid ELBO -118.20  (running
     ELBO -121.30, 5.2 s)``: post-epoch scores first, the running objective in brackets."""
     name = "objective" if history is None else history.objective_name
-    scores = [f"{which} ELBO {r[f'{which}_elbo']:.2f}" for which in ("train", "valid")
+    score = "ELBO" if history is None else history.score_name
+    scores = [f"{which} {score} {r[f'{which}_elbo']:.2f}" for which in ("train", "valid")
               if r.get(f"{which}_elbo") is not None]
     beta = "" if r.get("beta") is None else f", β {r['beta']:.3g}"
     running = f"(running {name} {r['objective']:.2f}{beta}, {r['seconds']:.1f} s)"

@@ -52,6 +52,8 @@ class History:
     ``lr`` and ``beta``. Once per run: ``best_epoch`` (highest ``valid_elbo``),
     ``stopped_early``, ``initial_elbo`` (the held-out ELBO before training) and ``test``,
     the test data's ELBO terms scored once at the end with the selected weights.
+    ``score_name`` says what the ``*_elbo`` scores are: the ELBO, or the log-likelihood
+    itself for a fully observed model (a guide without latent sites).
     """
 
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -61,6 +63,7 @@ class History:
     stopped_early: bool = False
     initial_elbo: float | None = None
     test: dict[str, float] | None = None
+    score_name: str = "ELBO"
 
     @property
     def objective(self) -> list[float]:
@@ -87,8 +90,9 @@ class History:
         return self.records[i]
 
 
-def objective_name(loss: ELBO, beta) -> str:
-    """What a loss's value per point measures, in words."""
+def objective_name(loss: ELBO, beta, observed: bool = False) -> str:
+    """What a loss's value per point measures, in words (``observed``: the model has no
+    latent site, so the ELBO is the log-likelihood)."""
     from inference.objectives import IWAE
     from inference.semisupervised import SemiSupervisedELBO
 
@@ -102,6 +106,8 @@ def objective_name(loss: ELBO, beta) -> str:
         name = "M2 objective (ELBO + classification)"
     elif type(loss).__name__ == "RenyiELBO":
         name = f"Rényi bound (α={loss.alpha:g}, K={k})"
+    elif observed and type(loss).__name__ in ("Trace_ELBO", "TraceMeanField_ELBO"):
+        name = "log-likelihood"
     else:
         name = "ELBO" if k == 1 else f"ELBO (mean of {k} particles)"
     return name if beta is None else f"β-weighted {name}"
@@ -159,8 +165,10 @@ class Trainer:
         self.train_eval_points, self.divergence = train_eval_points, divergence
         self.lr_schedule = lr_schedule
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        observed = self.pair.sites is not None and not self.pair.sites.latent
         self.history = History(objective_name=objective_name(loss, None if self.beta is None
-                                                              else beta))
+                                                              else beta, observed),
+                               score_name="log-likelihood" if observed else "ELBO")
         self.best_state: dict[str, Any] | None = None  # the pair at the best epoch (copies)
 
     @contextlib.contextmanager
@@ -334,7 +342,8 @@ class Trainer:
         run = state.get("run", {})
         self.history = History(list(state["history"]), self.history.fast_path,
                                self.history.objective_name, run.get("best_epoch"),
-                               run.get("stopped_early", False), run.get("initial_elbo"))
+                               run.get("stopped_early", False), run.get("initial_elbo"),
+                               score_name=self.history.score_name)
         _set_rng_state(state["rng"])
 
     def resume(self, path: Path) -> None:

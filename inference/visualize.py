@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,12 +20,20 @@ from inference.programs import Sites, owner, probe_sites
 ARITHMETIC = (7, 1)  # mean(7) − mean(1) + a "1": the 1's style on a 7
 
 
-def _shape(model, data: TensorData | None = None) -> tuple[int, int]:
-    """The image's height and width: the model's ``image_shape``, else the data's, else
-    MNIST's 28×28."""
+def _shape(model, data: TensorData | None = None, size: int = 784) -> tuple[int, int]:
+    """The image's height and width: the model's ``image_shape``, else the data's, else a
+    square of ``size`` pixels (MNIST's 28×28 by default)."""
+    side = math.isqrt(size)
     shape = (getattr(owner(model), "image_shape", None)
-             or getattr(data, "image_shape", None) or (1, 28, 28))
+             or getattr(data, "image_shape", None) or (side, size // side))
     return tuple(shape[-2:])
+
+
+def sample_grid(model, images: torch.Tensor, title: str):
+    """New images of a model (n, D) as a grid figure, about as wide as it is tall."""
+    n = len(images)
+    return figures.grid_figure(images.cpu(), max(1, round(n ** 0.5)), title,
+                               _shape(model, size=images.shape[-1]))
 
 
 def _sites(model, guide, data: TensorData, sites: Sites | None) -> Sites:
@@ -104,7 +113,7 @@ def arithmetic(model, guide, data: TensorData, classes: Sequence[int] = ARITHMET
 def traversals(model, guide, data: TensorData, dims: int = 8, span: float = 3.0,
                steps: int = 9, sites: Sites | None = None, label: int | None = None):
     sites = _sites(model, guide, data, sites)
-    kl = latent.kl_per_dimension(guide, *data.head(1000), site=sites.z)
+    kl = latent.kl_per_dimension(guide, *data.head(1000), site=sites.z, model=model)
     top = kl.argsort(descending=True)[:dims].tolist()
     values = torch.linspace(-span, span, steps)
     z0 = latent.encode(guide, *data.head(1), site=sites.z)[0]
@@ -205,6 +214,6 @@ def save_png(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=figures.DPI)
     plt.close(fig)
     return atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))

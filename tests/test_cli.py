@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,12 +32,26 @@ def test_train_writes_checkpoint_config_metrics_and_prints_test_elbo(tmp_path, c
     assert saved["run"]["model"] == "bernoulli_mlp" and model.z_dim == guide.z_dim == 4
 
 
+def test_vae_sample_never_replaces_a_training_figure_or_another_setting(tmp_path, capsys):
+    from inference.cli import sample_main
+
+    run = tmp_path / "run"
+    assert train_main([*FAST, "--no-tensorboard", "--out", str(run)]) == 0
+    figure = (run / "figures" / "samples.png").read_bytes()
+    for argv in (["-n", "4"], ["-n", "4", "--temperature", "0.7"], ["-n", "4", "--seed", "2"]):
+        assert sample_main([str(run), *argv]) == 0
+    written = [line.split()[-1] for line in capsys.readouterr().out.splitlines()
+               if line.startswith("wrote ")]
+    assert [Path(p).name for p in written] == ["n4.png", "n4-t0.7.png", "n4-seed2.png"]
+    assert (run / "figures" / "samples.png").read_bytes() == figure  # the training figure
+
+
 def _error(argv, capsys) -> str:
     with pytest.raises(SystemExit) as info:
         train_main(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 or err.startswith("usage:"), err
+    assert err.startswith("vae-train: error: ") and "\n" not in err, err  # one line
     return err
 
 
@@ -106,7 +121,7 @@ def test_variants_run_through_vae_train_and_vae_sample(tmp_path, capsys):
     assert train_main([*FAST, "--no-figures", "--model", "conditional_mlp", "--guide",
                        "conditional_mlp", "--out", cvae]) == 0
     assert sample_main([cvae, "--label", "7", "-n", "4"]) == 0
-    assert (tmp_path / "cvae" / "figures" / "samples-label7.png").stat().st_size > 1000
+    assert (tmp_path / "cvae" / "samples" / "n4-label7.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
         sample_main([beta_run, "--label", "7"])
     assert "needs a label-conditional model" in capsys.readouterr().err
@@ -116,7 +131,62 @@ def test_variants_run_through_vae_train_and_vae_sample(tmp_path, capsys):
     out = capsys.readouterr().out
     metrics = json.loads((tmp_path / "m2" / "metrics.json").read_text())
     assert f"test accuracy of q(y | x): {metrics['test_accuracy']:.4f}" in out
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    # by hand: q(y | x)'s most probable class against the labels of the test images scored
+    from inference.config import RunConfig
+    from inference.run_outputs import run_split
+
+    _, guide, saved = load_run(m2)
+    test = run_split(RunConfig.from_json(saved["run"]), "test")
+    predicted = guide.classifier(test.x).argmax(-1)
+    assert metrics["test_accuracy"] == pytest.approx((predicted == test.y).double().mean().item())
     config = json.loads((tmp_path / "m2" / "config.json").read_text())
     assert config["data"]["train"]["labelled"] == 100
     assert config["data"]["train"]["unlabelled"] == 8900  # 9000 after the valid split
+
+
+def test_a_run_that_finished_no_epoch_leaves_a_folder_a_new_run_can_take(tmp_path, capsys):
+    run = tmp_path / "run"
+    err = _error([*FAST, "--no-figures", "--lr", "1e6", "--out", str(run)], capsys)
+    assert "no checkpoint was written" in err
+    assert not (run / "checkpoint.pt").exists() and (run / "metrics.jsonl").exists()
+    err = _error([*FAST, "--lr", "1e-3", "--resume", "--out", str(run)], capsys)
+    assert "has no finished epoch: drop --resume to start a new run there" in err
+    assert train_main([*FAST, "--no-figures", "--lr", "1e-3", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "held a run that finished no epoch (config.json, metrics.jsonl, tensorboard)" in out
+    assert json.loads((run / "config.json").read_text())["run"]["lr"] == 1e-3
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resuming_says_where_it_starts_and_which_results_it_outdates(tmp_path, capsys):
+    from inference.cli import eval_main
+    from inference.run_folder import weights_digest
+
+    run = tmp_path / "run"
+    quiet = [*FAST, "--no-figures", "--no-tensorboard", "--out", str(run)]
+    assert train_main(quiet) == 0
+    assert eval_main([str(run), "--num-samples", "2", "--limit", "20", "--quiet"]) == 0
+    scored = json.loads((run / "eval-test-K2-random20.json").read_text())
+    assert scored["checkpoint"] == "best.pt" and scored["epoch"] == 1
+    assert scored["weights_sha256"] == weights_digest(load_checkpoint(run / "best.pt"))
+    capsys.readouterr()
+    assert train_main([*quiet, "--epochs", "3", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming {run} from epoch 2 of 3 (1 finished)" in out
+    assert load_checkpoint(run / "best.pt")["epoch"] == 3
+    assert ("note: eval-test-K2-random20.json scored best.pt of epoch 1; best.pt now holds "
+            "epoch 3: score it again to update it") in out
+
+
+def test_list_prints_each_description_as_a_whole_sentence(capsys):
+    from guides import GUIDES
+    from models import MODELS
+
+    assert train_main(["--list"]) == 0
+    text = capsys.readouterr().out.replace("\n" + " " * 19, " ")  # wrapped lines joined
+    entries = dict(line.split(maxsplit=1) for line in text.splitlines() if line[:2] == "  ")
+    assert set(entries) == set(MODELS) | set(GUIDES)
+    for name, description in entries.items():
+        assert description.endswith((".", ").")), (name, description)
+    assert entries["code_prior"].endswith("Esser et al. 2021 a transformer).")
+    assert "ConditionalMLP" in entries["m2"] and ":class:" not in text and "``" not in text

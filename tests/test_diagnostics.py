@@ -65,3 +65,18 @@ def test_vae_eval_prints_a_table_and_writes_json(tmp_path, capsys):
     assert saved["n"] == 50 and saved["num_samples"] == 64 and saved["nll"] > 0
     assert saved["nll"] <= -saved["elbo"] + 1e-6  # the IW bound is tighter than the ELBO
     assert f"{saved['nll']:.2f}" in out
+
+
+def test_khat_needs_21_weights_per_point_and_the_table_says_so(linear_model):
+    """ArviZ fits the tail to ceil(0.2 K) weights and needs 5: below K = 21 every k̂ came back
+    +inf, "100% of points unreliable", and the points file could not be read back."""
+    guide = make_guide("linear_gaussian", x_dim=6, z_dim=2).double()
+    x = linear_model.marginal().sample((5,))
+    assert torch.isinf(psis_khat(torch.randn(20, 5)).khat).all()  # ArviZ's +inf, at K = 20
+    few, points = score(linear_model, guide, x, num_samples=20)
+    assert "khat" not in points and "khat_max" not in few
+    assert "Pareto k̂        not computed: its tail fit needs K >= 21" in format_scores(few)
+    enough, points = score(linear_model, guide, x, num_samples=21)
+    assert torch.isfinite(points["khat"]).all()
+    assert enough["khat_max"] == pytest.approx(points["khat"].max().item())
+    assert "not computed" not in format_scores(enough)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -230,6 +231,22 @@ def test_killing_a_rank_fails_fast_and_resume_continues(tmp_path, capsys):
     assert f"epoch {epoch}: train" not in done.stdout  # continued, not restarted
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == epoch + 1
     assert json.loads((out / "metrics.json").read_text())["epochs"] == epoch + 1
+
+
+def test_torchrun_train_then_evaluate_scores_on_every_rank(tmp_path):
+    """vae-train --eval-samples under torchrun: every rank scores its share of the test points
+    after training, and rank 0 writes what one process would."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", D.TIMEOUT_ENV: "60"}
+    done = subprocess.run(torchrun(2, "--epochs", "1", "--train-limit", "500", "--valid", "100",
+                                   "--no-tensorboard", "--eval-samples", "4", "--out", str(out)),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "eval-test-K4.json").read_text())
+    assert summary["processes"] == 2 and summary["data"]["n"] == 2000
+    assert len(re.findall(rf"NLL +{summary['nll']:.2f} nats", done.stdout)) == 1  # rank 0
+    points = load_checkpoint(out / "eval-test-K4-points.pt")
+    assert points["nll"].shape == (2000,) and torch.isfinite(points["nll"]).all()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -72,7 +72,7 @@ def test_bad_training_numbers(command, argv, message, tmp_path, capsys):
     ("vae-eval", ["--chunk-size", "0"], "chunk_size must be a whole number ≥ 1, got 0"),
     ("vae-sample", ["-n", "0"], "n must be a whole number ≥ 1, got 0"),
     ("vae-sample", ["--temperature", "0"], "temperature must be a finite number > 0"),
-    ("vae-plot", ["nonsense"], "unknown figure ['nonsense']"),
+    ("vae-plot", ["nonsense"], "unknown figure 'nonsense'"),
 ])
 def test_bad_numbers_of_a_finished_run(finished, command, argv, message, capsys):
     assert message in fails([str(finished), *argv], command, capsys)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 
@@ -181,3 +182,75 @@ def test_samples_and_traversal_figures_hold_decoded_images(run):
     code[top] = -3.0
     torch.testing.assert_close(grid[:28, :28], latent.decode(model, code[None]).reshape(28, 28))
     assert f"z{top} (KL {kl[top]:.2f})" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
+
+
+def _rendered(fig):
+    """The figure drawn as save_png saves it: an (H, W) grey array, and the title's box in
+    its pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(figures.DPI)
+    canvas.draw()
+    rgba = torch.as_tensor(np.asarray(canvas.buffer_rgba()).copy())  # (H, W, 4) bytes
+    pixels = rgba[..., :3].float().mean(-1) / 255
+    return pixels, fig.axes[0].title.get_window_extent(canvas.get_renderer())
+
+
+@pytest.mark.parametrize("side", [28, 64])
+def test_a_grid_keeps_every_gap_between_its_cells(side):
+    """Sprites are 64 pixels a side: drawn too small, some 1-pixel gaps vanished."""
+    fig = figures.grid_figure(torch.zeros(64, side * side), 8, "samples", (side, side))
+    pixels, _ = _rendered(fig)
+    dark = pixels < 0.5
+    row = dark.sum(0) > 0.5 * dark.sum(0).max()  # columns that cross the black tiles
+    first, last = row.nonzero()[[0, -1], 0].tolist()
+    line = dark[:, first:last + 1].any(0)  # (W,) black, or a white gap between two tiles
+    gaps = int((line[1:] & ~line[:-1]).sum())  # a gap ends where black starts again
+    assert gaps == 7
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_a_small_grid_keeps_its_whole_title(n):
+    title = "samples of class 7, temperature 0.7"
+    fig = figures.grid_figure(torch.rand(n, 784), max(1, round(n ** 0.5)), title)
+    pixels, box = _rendered(fig)
+    assert box.x0 >= 0 and box.x1 <= pixels.shape[1]
+
+
+def test_traversal_rows_show_the_kl_against_the_models_own_prior():
+    """A mixture prior: each row's KL is KL(q(z_j | x) || p(z_j)) with p(z_j) the prior's
+    marginal, a mixture of 1-D Normals, not N(0, 1)."""
+    from pyro import poutine
+    from torch.distributions import Categorical, MixtureSameFamily, Normal
+
+    from inference import TensorData
+
+    torch.manual_seed(0)
+    model = make_model("mixture", z_dim=3, hidden=(16,), components=2)
+    guide = make_guide("gaussian_mlp", z_dim=3, hidden=(16,))
+    with torch.no_grad():  # components far from N(0, 1): at ±3, scale 0.5
+        model.loc.copy_(torch.tensor([[3.0, -3.0, 3.0], [-3.0, 3.0, 3.0]]))
+        model.scale = torch.full((2, 3), 0.5)
+    x = torch.bernoulli(torch.full((60, 784), 0.3))
+    fig = FIGURES["traversals"](model, guide, TensorData(x), dims=3, steps=3)
+    shown = {int(t.get_text().split()[0][1:]): float(t.get_text().split("KL ")[1][:-1])
+             for t in fig.axes[0].get_yticklabels()}
+    q = poutine.trace(guide).get_trace(x).nodes["z"]["fn"].base_dist  # (60, 3) Normals
+    z = q.sample((4000,))  # (S, N, d), the reference's own draws
+    prior = MixtureSameFamily(Categorical(logits=torch.zeros(3, 2)),
+                              Normal(model.loc.detach().T, model.scale.detach().T))  # (d,)
+    expected = (q.log_prob(z) - prior.log_prob(z)).mean((0, 1))
+    standard = torch.distributions.kl_divergence(q, Normal(0.0, 1.0)).mean(0)
+    for j, value in shown.items():
+        assert value == pytest.approx(expected[j].item(), abs=0.05 + 0.02 * expected[j].item())
+        assert abs(value - standard[j].item()) > 1.0  # what the rows used to show
+
+
+def test_vae_sample_grids_take_the_images_own_size():
+    """An MLP pair on the 64 x 64 sprites has no image_shape: the grid reads it from D."""
+    from inference.visualize import sample_grid
+
+    model = make_model("bernoulli_mlp", x_dim=4096, z_dim=2, hidden=(8,))
+    fig = sample_grid(model, torch.rand(4, 4096), "samples")
+    assert grid_of(fig).shape == (2 * 65 - 1, 2 * 65 - 1)

@@ -170,10 +170,18 @@ def test_vae_train_runs_both_stages_and_vae_eval_reports_the_bound(tmp_path, cap
                        config, "--guide-config", '{"num_codes": 16, "code_dim": 4, '
                        '"channels": [4, 8], "ema": true}', "--prior-epochs", "1",
                        "--epochs", "1", "--train-limit", "300", "--valid", "100", "--quiet",
-                       "--no-tensorboard", "--loss-config", '{"restart_below": null}',
-                       "--out", str(out)]) == 0
+                       "--loss-config", '{"restart_below": null}', "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "code prior: 1 epoch of maximum likelihood" in printed
+    # the prior has no latent site: its score is log p(codes), not an ELBO
+    vq_part, prior_part = printed.split("code prior: 1 epoch")
+    assert "epoch 1: train ELBO" in vq_part and "epoch 1: valid log-likelihood" in prior_part
+    assert "ELBO" not in prior_part.split("bits per position")[0]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(out / "tensorboard"))
+    board.Reload()
+    assert {"codes_used", "codes_dead", "code_perplexity"} <= set(board.Tags()["scalars"])
     assert "bits per position (epoch 1)" in printed
     assert "codes_used" in (out / "metrics.jsonl").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -188,6 +196,9 @@ def test_vae_train_runs_both_stages_and_vae_eval_reports_the_bound(tmp_path, cap
     assert "the guide is a point mass" in printed and "K = 1" in printed
     assert "Pareto" not in printed  # one weight per point: no tail to fit
     assert "bits per latent position" in printed and "NLL bound" in printed
+    scored = json.loads((out / "eval-test-K1-random50.json").read_text())
+    assert 1 <= scored["codes_used"] <= 16 and "active units" not in printed  # 49 × 4 coords
+    assert f"codes used      {scored['codes_used']} of 16 (at 49 positions)" in printed
     assert sample_main([str(out), "-n", "4"]) == 0
     assert plot_main([str(out), "codebook", "--out", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig" / "codebook.png").stat().st_size > 1000

@@ -25,7 +25,7 @@ from inference.anomaly.report import format_table, ood_histogram_figure, summary
 from inference.checkpoint import load_checkpoint, save_checkpoint, save_json
 from inference.data import TensorData
 from inference.datasets import DATASETS, load_dataset
-from inference.run_folder import load_run
+from inference.run_folder import load_run, provenance
 from inference.run_outputs import run_config, run_split
 from inference.validate import non_negative_float, positive_int
 
@@ -128,7 +128,7 @@ def ood_run(run: str | Path, against, *, scores=DEFAULT_SCORES, limit: int = 100
                      bootstrap_rounds=bootstrap_rounds)
     log(format_table(result["metrics"], result["seconds_per_1000"]))
     stem = "ood-" + "+".join(against)
-    report = {"run": str(out), "checkpoint": saved["checkpoint"], "epoch": saved["epoch"],
+    report = {"run": str(out), **provenance(saved),
               "in": inside.info, "against": {n: d.info for n, d in outside.items()},
               **{k: result[k] for k in ("metrics", "seconds_per_1000", "entropy", "options")},
               "bootstrap_rounds": bootstrap_rounds, "summary": summary(result["scores"]),

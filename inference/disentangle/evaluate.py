@@ -67,7 +67,7 @@ def evaluate_disentanglement(out: str | Path, *, metrics=tuple(METRICS), seed: i
     ``options`` adds keyword arguments per metric (``{"dci": {"n_estimators": 20}}``)."""
     from inference.checkpoint import save_json
     from inference.evaluate import elbo_terms
-    from inference.run_folder import load_run
+    from inference.run_folder import load_run, provenance
     from inference.run_outputs import run_config, run_split
 
     out = Path(out)
@@ -81,8 +81,7 @@ def evaluate_disentanglement(out: str | Path, *, metrics=tuple(METRICS), seed: i
     start = time.perf_counter()
     pyro.set_rng_seed(seed)
     result: dict[str, Any] = {"run": str(out), "dataset": run.dataset, "seed": seed,
-                              "scale": scale, "checkpoint": saved["checkpoint"],
-                              "epoch": saved["epoch"]}
+                              "scale": scale, **provenance(saved)}
     sizes = scaled_sizes(scale)
     for name, extra in (options or {}).items():
         sizes[name] = {**sizes.get(name, {}), **extra}

@@ -22,6 +22,7 @@ from inference.distributed.group import (
     TIMEOUT_ENV,
     ReplicaFailed,
     Replicas,
+    barrier,
     close,
     launched,
     local_device,
@@ -34,6 +35,6 @@ from inference.distributed.group import (
 from inference.distributed.training import DistributedTrainer, ShardedData
 
 __all__ = ["DEFAULT_TIMEOUT_S", "TIMEOUT_ENV", "DistributedTrainer", "ReplicaFailed",
-           "Replicas", "ShardedData", "close", "importance_sample", "iw_log_likelihood",
-           "launched", "local_device", "peers", "rank", "rank_seed", "shard_bounds",
-           "world_size"]
+           "Replicas", "ShardedData", "barrier", "close", "importance_sample",
+           "iw_log_likelihood", "launched", "local_device", "peers", "rank", "rank_seed",
+           "shard_bounds", "world_size"]

@@ -91,6 +91,13 @@ class Replicas:
                 f"on {self.device}")
 
 
+def barrier(what: str) -> None:
+    """Wait until every rank of the process group gets here (nothing without a group)."""
+    if dist.is_available() and dist.is_initialized():
+        with peers(what):
+            dist.barrier()
+
+
 def close() -> None:
     """Leave the process group, if this process is in one."""
     if dist.is_available() and dist.is_initialized():

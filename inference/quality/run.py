@@ -121,7 +121,7 @@ def quality_run(out: str | Path, *, split: str = "test", n: int = 10_000, pixels
     ``limit`` of it if given), with a train-vs-test floor and an independent-pixel baseline,
     and per-class rows for a label-conditional model. Writes ``<stem>.json`` in the run
     folder (:func:`quality_stem`) and returns the summary."""
-    from inference.run_folder import load_run
+    from inference.run_folder import load_run, provenance
     from inference.run_outputs import run_config
 
     positive_int("n", n)
@@ -144,8 +144,8 @@ def quality_run(out: str | Path, *, split: str = "test", n: int = 10_000, pixels
         f"classifier's {ref.features.shape[1]} penultimate units; k = {ref.k}")
     mean = pixels == "mean"
     summary = {"run": str(out), "split": split, "pixels": pixels, "n": n, "k": ref.k,
-               "seed": seed, "checkpoint": saved["checkpoint"], "epoch": saved["epoch"],
-               "data": real.info, "classifier": {**classifier.info, "path": str(classifier.path)},
+               "seed": seed, **provenance(saved), "data": real.info,
+               "classifier": {**classifier.info, "path": str(classifier.path)},
                "rows": _rows(model, ref, train, n, mean, binary, seed),
                "per_class": _per_class(model, real, train, classifier, n, mean, binary, seed)}
     summary["seconds"] = time.perf_counter() - start
