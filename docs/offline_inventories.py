@@ -94,7 +94,7 @@ UNCHECKED = [
     r"(\..*)?",
     r"(int|float|str|bool|bytes|dict|list|tuple|set|frozenset|object|type|None|Any|Callable)",
     r"(Iterable|Iterator|Sequence|Mapping|Path|Tensor|Generator|Module|Parameter|Figure)",
-    r"(optional|callable|array_like|iterable)",
+    r"(optional|callable|array_like|iterable|string|number|path)",
     r"(dict|list|tuple|set|type)\[.*",  # pieces of generic type hints
     r"(Transform|ExpandedDistribution|TransformedDistribution|Distribution)",  # Pyro, bare
     r".*\._[A-Za-z]\w*",  # private base classes, which the reference leaves out

@@ -113,7 +113,7 @@ def test_a_wrong_flag_is_caught():
     (argv,) = docs_pages.commands(block)
     assert argv == ["vae-train", "--latent-dim", "8"]
     complaint = docs_pages.parse(*docs_pages.program(argv))
-    assert complaint == "vae-train: error: unrecognized arguments: --latent-dim 8"
+    assert complaint.startswith("vae-train: error: unrecognized arguments: --latent-dim 8")
     assert docs_pages.parse("vae-train", ["--z-dim", "8"]) is None
     assert docs_pages.parse("vae-eval", ["runs/a", "--limit", "many"]) is not None
     assert docs_pages.parse("benchmarks/posteriors.py", ["--epochs", "2"]) is None
