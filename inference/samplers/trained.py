@@ -24,7 +24,9 @@ def _train(model, guide, train, valid, folder: Path | None, opts: dict, seed: in
                   checkpoint=checkpoint, resume=checkpoint is not None and checkpoint.exists(),
                   fast=False, progress=progress, train_eval_points=min(2000, len(train)),
                   divergence=None)
-    return history.summary()
+    valid_scores = [v for v in history.valid_elbo if v is not None]
+    return {**history.summary(), "epochs_run": len(history),
+            "best_valid": max(valid_scores) if valid_scores else None}
 
 
 def _budget(epochs: int, batch_size: int, lr: float, **more) -> dict[str, Any]:
