@@ -3,8 +3,8 @@ diffusion's loss against a hand-written one, save, load, resume, and the command
 
 import math
 
-import pytest
 import pyro.poutine as poutine
+import pytest
 import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
@@ -172,3 +172,37 @@ def test_save_load_and_resume(name, options, tmp_path):
         assert torch.equal(z1, fresh.sample(5))  # as if never interrupted
     refit = fitted_sampler(tmp_path, name, options, train, valid, weights="w2", log=print)
     assert refit.info["run_weights"] == "w2"
+
+
+def test_the_vqvaes_code_grid_is_refused_in_one_line():
+    from guides import make_guide
+    from inference.data import TensorData
+    from inference.samplers.codes import check_continuous
+    from models import tie
+
+    guide, model = make_guide("vqvae"), make_model("vqvae")
+    tie(model, guide)
+    with pytest.raises(ValueError, match="discrete.*code_prior"):
+        check_continuous(guide, TensorData(torch.rand(4, 784)))
+
+
+@pytest.mark.slow  # about 20 s: trains a pair, encodes its splits twice
+def test_vae_sample_with_a_sampler_fits_it_once_and_refuses_what_it_does_not_use(
+        tmp_path, capsys):
+    from inference.cli import sample_main, train_main
+
+    run = str(tmp_path / "run")
+    assert train_main(["--epochs", "1", "--hidden", "32", "--z-dim", "4", "--quiet",
+                       "--no-figures", "--no-tensorboard", "--out", run]) == 0
+    argv = [run, "--sampler", "gmm", "--gmm-components", "1,2", "-n", "4"]
+    assert sample_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "gmm: fitted on 9000 codes" in out and out.strip().endswith("n4-gmm.png")
+    assert sample_main(argv) == 0  # read back
+    assert "fitted" not in capsys.readouterr().out
+    assert (tmp_path / "run" / "samples" / "n4-gmm.png").stat().st_size > 500
+    for bad, flag in ([[run, "--codes", "draw"], "--codes"],
+                      [[*argv, "--temperature", "0.5"], "--temperature"]):
+        with pytest.raises(SystemExit):
+            sample_main(bad)
+        assert f"{flag} does nothing" in capsys.readouterr().err

@@ -19,7 +19,8 @@ CODES = ("mean", "draw")
 
 
 def check_continuous(guide, data) -> None:
-    """One line for a guide whose latent site is discrete (the VQ-VAE's code grid)."""
+    """One line for a guide whose latent codes are discrete: a discrete latent site, or the
+    VQ-VAE's guide (its ``z`` is the quantized grid, read from its ``codes`` site)."""
     from inference.latent import _latent_site
     from inference.plates import whole_plates
 
@@ -27,7 +28,7 @@ def check_continuous(guide, data) -> None:
     with whole_plates(len(x)):
         tr = poutine.trace(guide).get_trace(x, y)
     fn = tr.nodes[_latent_site(tr, None)]["fn"]
-    if getattr(getattr(fn, "support", None), "is_discrete", False):
+    if getattr(getattr(fn, "support", None), "is_discrete", False) or "codes" in tr.nodes:
         raise ValueError("this pair's latent codes are discrete (a VQ-VAE's code grid): its "
                          "sampler is its own code_prior, fitted by vae-train "
                          "(docs/guide/vqvae.md); the continuous samplers do not apply")

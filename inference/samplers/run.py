@@ -103,7 +103,8 @@ class RunSamplers:
         return None if any(p is None for p in parts) else torch.cat(parts).double().mean().item()
 
     def prior_hole(self) -> float:
-        """KL(q(z) || N(0, I)) of the training codes (:func:`aggregate_kl`)."""
+        """KL(q(z) || N(0, I)) of the training codes
+        (:func:`~inference.samplers.codes.aggregate_kl`)."""
         _, loc, scale, _ = self.z["train"]
         return aggregate_kl(loc, scale, seed=self.seed)
 
