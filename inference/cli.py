@@ -228,6 +228,7 @@ def _eval_main(argv: list[str] | None) -> int:
 
             sampler_quality_run(args.run, unique(args.sampler, ()),
                                 options=sampler_options(args), codes=args.codes,
+                                train_codes=args.train_codes,
                                 split=args.split, n=args.quality_samples, seed=args.seed,
                                 classifier_seed=args.classifier_seed,
                                 cache_dir=args.classifier_cache, device=args.device or "auto",
@@ -270,6 +271,7 @@ def eval_mode(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
 # vae-sample's flags that only sampling from the prior, or only --sampler, uses
 SAMPLE_MODES = {"temperature": ("prior",), "codes": ("sampler",), "sampler_epochs": ("sampler",),
                 "gmm_components": ("sampler",), "diffusion_steps": ("sampler",),
+                "train_codes": ("sampler",),
                 "data_dir": ("sampler",), "no_download": ("sampler",)}
 
 
@@ -314,6 +316,7 @@ def sample_main(argv: list[str] | None = None) -> int:
 
             path = sampler_sample_run(args.run, args.sampler, options=sampler_options(args),
                                       n=args.n, label=args.label, codes=args.codes,
+                                      train_codes=args.train_codes,
                                       file=args.out, seed=args.seed,
                                       device=args.device or "auto", checkpoint=args.checkpoint,
                                       data_dir=args.data_dir, download=not args.no_download)

@@ -35,7 +35,7 @@ EVAL_MODES: dict[str, tuple[str, ...]] = {
     "classifier_seed": ("quality", "samplers"),
     "classifier_cache": ("quality", "samplers"), "sampler": ("quality", "samplers"),
     "codes": ("samplers",), "sampler_epochs": ("samplers",), "gmm_components": ("samplers",),
-    "diffusion_steps": ("samplers",),
+    "diffusion_steps": ("samplers",), "train_codes": ("samplers",),
 }
 # the samplers of inference/samplers (kept here so that parsing does not import them)
 SAMPLER_NAMES = ("normal", "gmm", "flow", "two-stage", "diffusion")
@@ -253,11 +253,14 @@ def eval_parser() -> argparse.ArgumentParser:
 def _sampler_budget(a) -> None:
     a("--codes", choices=("mean", "draw"), default="mean",
       help="--sampler: fit on the guide's means of q(z | x) (default) or one draw each")
+    a("--train-codes", type=int, default=20_000,
+      help="--sampler: fit on a random N of the training split's codes, drawn as vae-train "
+           "--train-limit draws its images (default 20000)")
     a("--sampler-epochs", type=int,
       help="--sampler: training epochs of flow, two-stage and diffusion (default: 30, 30, 60)")
     a("--gmm-components", type=_widths, metavar="K,K",
       help="--sampler gmm: component counts tried, the best on validation codes kept "
-           "(default 1,5,10,20,50)")
+           "(default 1,5,10,20)")
     a("--diffusion-steps", type=int, default=100,
       help="--sampler diffusion: sampling steps of the respaced schedule (default 100)")
 

@@ -116,7 +116,7 @@ class MixtureSampler(LatentSampler):
     sampler). The number of components is the one of ``components`` with the highest mean
     log-likelihood of the validation codes."""
 
-    def __init__(self, components: tuple[int, ...] = (1, 5, 10, 20, 50), max_iter: int = 200):
+    def __init__(self, components: tuple[int, ...] = (1, 5, 10, 20), max_iter: int = 100):
         super().__init__(components=tuple(components), max_iter=max_iter)
 
     def _fit(self, train, valid, folder, seed, progress) -> None:

@@ -25,22 +25,32 @@ DRAW_OPTIONS = ("sample_steps", "iw_samples")
 class RunSamplers:
     """A run's pair, its codes of the train, valid and test splits, and its samplers, fitted
     on first use and saved in ``<run>/samplers/``. A label-conditional pair gets one sampler
-    per class (fitted on that class's codes), so that z is drawn given y."""
+    per class (fitted on that class's codes), so that z is drawn given y. The samplers fit
+    on a random ``train_codes`` of the training split's codes (all: None; the subset drawn
+    as ``vae-train --train-limit`` draws it)."""
 
-    def __init__(self, out, *, codes: str = "mean", checkpoint: str = "best",
+    def __init__(self, out, *, codes: str = "mean", train_codes: int | None = 20_000,
+                 checkpoint: str = "best",
                  device: str = "auto", data_dir=None, download: bool = True, seed: int = 0,
                  progress: bool = False, log=print):
         from inference.run_folder import load_run
         from inference.run_outputs import run_config, run_split
+        from inference.validate import optional, positive_int
 
+        optional(positive_int, "train_codes", train_codes)
         self.out, self.codes, self.seed, self.progress, self.log = (Path(out), codes, seed,
                                                                     progress, log)
         self.model, self.guide, self.saved = load_run(self.out, device, checkpoint=checkpoint)
         self.run = run_config(self.out, self.saved)
         self.classes = getattr(self.model, "num_classes", None)
+        self.train_codes = train_codes
         self.z = {}
         for split in ("train", "valid", "test"):
             data = run_split(self.run, split, data_dir, download)
+            if split == "train" and train_codes is not None and train_codes < len(data):
+                # random and stratified; with the run's seed, a run trained on train_limit =
+                # train_codes images gets the codes of exactly those images
+                data = data.subset(train_codes, seed=self.run.seed)
             self.z[split] = run_codes(self.guide, data, codes, seed=seed)
         self.dim = self.z["train"][0].shape[1]
 
@@ -55,7 +65,8 @@ class RunSamplers:
         labels = [None] if self.classes is None else list(range(self.classes))
         out = {}
         for c in labels:
-            folder = sampler_folder(self.out, name, self.codes, fit_options, c)
+            folder = sampler_folder(self.out, name, self.codes,
+                                    {**fit_options, "train_codes": self.train_codes}, c)
             out[c] = fitted_sampler(folder, name, options, self._split("train", c),
                                     self._split("valid", c),
                                     weights=self.saved["weights_sha256"], seed=self.seed,
@@ -144,7 +155,8 @@ def format_samplers(summary: dict) -> str:
 
 
 def sampler_quality_run(out, samplers, *, options: dict | None = None, codes: str = "mean",
-                        split: str = "test", n: int = 10_000, seed: int = 0,
+                        train_codes: int | None = 20_000, split: str = "test",
+                        n: int = 10_000, seed: int = 0,
                         classifier_seed: int = 0, cache_dir=None, device: str = "auto",
                         data_dir=None, download: bool = True, checkpoint: str = "best",
                         progress: bool = True, log=print) -> dict[str, Any]:
@@ -156,9 +168,9 @@ def sampler_quality_run(out, samplers, *, options: dict | None = None, codes: st
     from inference.quality.run import FLOOR, _floor_sampler, comparison_sets
     from inference.run_folder import provenance
 
-    rs = RunSamplers(out, codes=codes, checkpoint=checkpoint, device=device,
-                     data_dir=data_dir, download=download, seed=seed, progress=progress,
-                     log=log)
+    rs = RunSamplers(out, codes=codes, train_codes=train_codes, checkpoint=checkpoint,
+                     device=device, data_dir=data_dir, download=download, seed=seed,
+                     progress=progress, log=log)
     real, train, _ = comparison_sets(rs.run, split, "mean", data_dir, download)
     classifier = reference_classifier(rs.run.dataset, binary=False, seed=classifier_seed,
                                       cache_dir=cache_dir, data_dir=data_dir,
@@ -180,7 +192,8 @@ def sampler_quality_run(out, samplers, *, options: dict | None = None, codes: st
 
 
 def sampler_sample_run(out, name: str, *, options: dict | None = None, n: int = 64,
-                       label: int | None = None, codes: str = "mean", file=None,
+                       label: int | None = None, codes: str = "mean",
+                       train_codes: int | None = 20_000, file=None,
                        seed: int = 0, device: str = "auto",
                        checkpoint: str = "best", data_dir=None, download: bool = True,
                        log=print) -> Path:
@@ -190,8 +203,8 @@ def sampler_sample_run(out, name: str, *, options: dict | None = None, n: int = 
     from inference.run_outputs import check_label
     from inference.visualize import sample_grid, save_png
 
-    rs = RunSamplers(out, codes=codes, checkpoint=checkpoint, device=device,
-                     data_dir=data_dir, download=download, seed=seed, log=log)
+    rs = RunSamplers(out, codes=codes, train_codes=train_codes, checkpoint=checkpoint,
+                     device=device, data_dir=data_dir, download=download, seed=seed, log=log)
     check_label(rs.model, label)
     samplers = rs.sampler(name, (options or {}).get(name))
     pyro.set_rng_seed(seed)
