@@ -206,3 +206,24 @@ def test_vae_sample_with_a_sampler_fits_it_once_and_refuses_what_it_does_not_use
         with pytest.raises(SystemExit):
             sample_main(bad)
         assert f"{flag} does nothing" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # about 20 s: trains a conditional pair
+def test_a_conditional_pair_gets_a_sampler_per_class(tmp_path, capsys):
+    from inference.cli import sample_main, train_main
+    from inference.samplers.run import RunSamplers
+
+    run = str(tmp_path / "cvae")
+    assert train_main(["--epochs", "1", "--hidden", "32", "--quiet", "--no-figures",
+                       "--no-tensorboard", "--model", "conditional_mlp", "--guide",
+                       "conditional_mlp", "--out", run]) == 0
+    assert sample_main([run, "--sampler", "gmm", "--gmm-components", "1", "--label", "3",
+                        "-n", "4"]) == 0
+    assert (tmp_path / "cvae" / "samples" / "n4-gmm-label3.png").exists()
+    rs = RunSamplers(run, log=lambda _: None)
+    samplers = rs.sampler("gmm", {"components": (1,)})  # read back: ten, one per class
+    assert sorted(samplers) == list(range(10))
+    z3 = rs._split("train", 3)
+    torch.testing.assert_close(samplers[3].means[0].float(), z3.mean(0), atol=1e-4, rtol=0)
+    images, y = rs.draw(samplers, 30)
+    assert images.shape == (30, 784) and y.shape == (30,) and len(y.unique()) > 3
