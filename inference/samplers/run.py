@@ -11,6 +11,7 @@ import pyro
 import torch
 
 from inference.checkpoint import save_json
+from inference.samplers.base import make_sampler
 from inference.samplers.codes import (
     aggregate_kl,
     fitted_sampler,
@@ -51,6 +52,7 @@ class RunSamplers:
                 # random and stratified; with the run's seed, a run trained on train_limit =
                 # train_codes images gets the codes of exactly those images
                 data = data.subset(train_codes, seed=self.run.seed)
+            pyro.set_rng_seed(seed)  # a dynamically binarized split draws its pixels
             self.z[split] = run_codes(self.guide, data, codes, seed=seed)
         self.dim = self.z["train"][0].shape[1]
 
@@ -61,7 +63,8 @@ class RunSamplers:
     def sampler(self, name: str, options: dict | None = None) -> dict:
         """{label or None: fitted sampler}: one sampler, or one per class."""
         options = dict(options or {})
-        fit_options = {k: v for k, v in options.items() if k not in DRAW_OPTIONS}
+        full = make_sampler(name, **options).options  # with the defaults: they key the folder
+        fit_options = {k: v for k, v in full.items() if k not in DRAW_OPTIONS}
         labels = [None] if self.classes is None else list(range(self.classes))
         out = {}
         for c in labels:
