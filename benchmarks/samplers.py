@@ -43,11 +43,11 @@ def train(dataset: str, seed: int, out: Path, epochs: int, limit: int) -> Path:
     return run
 
 
-def draw_10k(run: Path, seed: int) -> dict[str, float]:
+def draw_10k(run: Path, seed: int, names) -> dict[str, float]:
     """Seconds to draw 10,000 images (codes, then decoding) with each fitted sampler."""
     rs = RunSamplers(run, seed=seed, log=lambda _: None)
     out = {}
-    for name in SAMPLERS:
+    for name in names:
         samplers = rs.sampler(name)
         start = time.perf_counter()
         rs.draw(samplers, 10_000)
@@ -60,21 +60,22 @@ def score(dataset: str, seed: int, args) -> dict:
     file = run / f"samplers-bench-N{args.samples}.json"
     if file.exists():
         return load_json(file)
-    summary = sampler_quality_run(run, SAMPLERS, n=args.samples, seed=0, device="cpu",
+    names = args.samplers.split(",")
+    summary = sampler_quality_run(run, names, n=args.samples, seed=0, device="cpu",
                                   progress=False)
-    summary["draw_10k_seconds"] = draw_10k(run, 0)
+    summary["draw_10k_seconds"] = draw_10k(run, 0, names)
     summary["dataset"], summary["train_seed"] = dataset, seed
     save_json(file, summary)
     return summary
 
 
-def figure(dataset: str, run: Path, n: int = 64) -> Path:
+def figure(dataset: str, run: Path, names, n: int = 64) -> Path:
     """One 8 x 8 grid of pixel means per sampler, side by side."""
     import matplotlib.pyplot as plt
 
     rs = RunSamplers(run, log=lambda _: None)
-    fig, axes = plt.subplots(1, len(SAMPLERS), figsize=(3 * len(SAMPLERS), 3.3))
-    for ax, name in zip(axes, SAMPLERS, strict=True):
+    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3.3), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
         torch.manual_seed(0)
         images, _ = rs.draw(rs.sampler(name), n)
         grid = images.reshape(8, 8, 28, 28).permute(0, 2, 1, 3).reshape(224, 224)
@@ -118,6 +119,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--train-limit", type=int, default=20_000)
     p.add_argument("--samples", type=int, default=5000, help="samples per sampler")
+    p.add_argument("--samplers", default=",".join(SAMPLERS), help="the samplers scored")
     p.add_argument("--out", default=".bench/sp")
     p.add_argument("--table", action="store_true", help="only write the table and figures "
                                                         "from the results already there")
@@ -131,8 +133,10 @@ def main(argv=None) -> None:
         return
     results = [load_json(f) for f in sorted(Path(args.out).glob(
         f"*-mlp-seed*/samplers-bench-N{args.samples}.json"))]
-    for dataset in sorted({r["dataset"] for r in results}):
-        print(f"wrote {figure(dataset, Path(args.out) / f'{dataset}-mlp-seed0')}")
+    for r in results:
+        if r["train_seed"] == 0:
+            names = [k for k in r["rows"] if k != FLOOR]
+            print(f"wrote {figure(r['dataset'], Path(r['run']), names)}")
     write_table("samplers", markdown(results),
                 budget=f"pair: {args.epochs} epochs on {args.train_limit} images; samplers: "
                        f"their defaults; {args.samples} samples each",
