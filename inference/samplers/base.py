@@ -34,9 +34,9 @@ class LatentSampler:
     """A density over codes z (N, d), fitted on training codes (validation codes choose its
     settings or its epoch), that draws new codes and, where it can, scores held-out ones.
 
-    Subclasses set ``name`` (by :func:`register_sampler`) and implement :meth:`_fit`,
+    Subclasses set ``name`` (by :func:`register_sampler`) and implement ``_fit``,
     :meth:`sample`, :meth:`log_prob` (``None`` where the density is not tractable),
-    :meth:`state` and :meth:`_load` (tensors and plain values only: the file loads with
+    :meth:`state` and ``_load`` (tensors and plain values only: the file loads with
     ``weights_only=True``)."""
 
     name = ""
