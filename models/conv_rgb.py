@@ -1,0 +1,200 @@
+"""Convolutional decoder for colour (or grey) images of any size, with discretised logistic
+pixels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.nn import PyroModule
+from torch import nn
+from torch.nn import functional as F
+
+from models import data_plate, register_model
+from models.nets import StandardNormal, activation, mlp
+
+WIDTHS = (32, 64, 128, 256)  # channels of the stride-2 stages, as many as the size allows
+MIN_LOG_SCALE = -7.0  # PixelCNN++'s floor on the logistic's log scale
+
+
+def default_channels(height: int, width: int) -> tuple[int, ...]:
+    """As many stride-2 stages of :data:`WIDTHS` as halve the image evenly down to 4 pixels
+    (28 -> 14 -> 7: two; 32 -> 4: three; 64 -> 4: four)."""
+    out, h, w = [], height, width
+    while len(out) < len(WIDTHS) and h % 2 == 0 and w % 2 == 0 and min(h, w) > 4:
+        out.append(WIDTHS[len(out)])
+        h, w = h // 2, w // 2
+    return tuple(out)
+
+
+def check_image(image_shape: Sequence[int], channels: Sequence[int], x_dim: int | None,
+                who: str) -> tuple[int, int, int]:
+    if len(image_shape) != 3:
+        raise ValueError(f"{who} needs images: image_shape (channels, height, width), got "
+                         f"{tuple(image_shape)}")
+    c, h, w = (int(v) for v in image_shape)
+    if x_dim is not None and x_dim != c * h * w:
+        raise ValueError(f"{who}: the data's {x_dim} values per row do not fit image_shape "
+                         f"{(c, h, w)}; {who} is for images (--data FOLDER, --image-size)")
+    step = 2 ** len(channels)
+    if h % step or w % step:
+        raise ValueError(f"{who}: {len(channels)} stride-2 stages need height and width "
+                         f"divisible by {step}, got {h}x{w}; pick --image-size 32 or 64, or "
+                         f"fewer channels")
+    return c, h, w
+
+
+class DiscretizedLogistic(dist.TorchDistribution):
+    """A logistic(μ, s) rounded to the nearest of ``bins`` levels in [0, 1], the lowest and
+    highest levels taking the tails (Salimans et al. 2017, PixelCNN++, eq. 2).
+
+    P(x) = σ((x − μ + h)/s) − σ((x − μ − h)/s), h = 1 / (2 (bins − 1)); at x = 0 the first
+    term alone, at x = 1 one minus the second. The masses of the ``bins`` levels sum to one,
+    so log p(x) of 8-bit images is a proper log-probability (nats, or bits per dimension).
+
+    >>> d = DiscretizedLogistic(torch.tensor(0.3), torch.tensor(0.05))
+    >>> levels = torch.arange(256) / 255
+    >>> round(d.log_prob(levels).exp().sum().item(), 5)
+    1.0
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.unit_interval
+    has_rsample = False
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, bins: int = 256,
+                 validate_args: bool | None = None):
+        self.loc, self.scale = torch.broadcast_tensors(torch.as_tensor(loc),
+                                                       torch.as_tensor(scale))
+        self.bins = bins
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None) -> DiscretizedLogistic:
+        shape = torch.Size(batch_shape)
+        return DiscretizedLogistic(self.loc.expand(shape), self.scale.expand(shape), self.bins,
+                                   validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        half = 0.5 / (self.bins - 1)
+        centred, log_scale = value - self.loc, self.scale.log()
+        plus, minus = (centred + half) / self.scale, (centred - half) / self.scale
+        log_cdf_plus = plus - F.softplus(plus)  # log σ(plus), at the lowest level
+        log_sf_minus = -F.softplus(minus)  # log(1 − σ(minus)), at the highest level
+        mass = torch.sigmoid(plus) - torch.sigmoid(minus)
+        mid = centred / self.scale  # where the mass underflows: density times bin width
+        log_density = mid - log_scale - 2 * F.softplus(mid) + math.log(2 * half)
+        inner = torch.where(mass > 1e-5, mass.clamp_min(1e-12).log(), log_density)
+        return torch.where(value < half, log_cdf_plus,
+                           torch.where(value > 1 - half, log_sf_minus, inner))
+
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
+        with torch.no_grad():
+            u = torch.rand(shape, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
+            x = self.loc.expand(shape) + self.scale.expand(shape) * (u.log() - (-u).log1p())
+            return (x.clamp(0, 1) * (self.bins - 1)).round() / (self.bins - 1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """E[x] = Σ_k P(x ≥ level k) / (bins − 1), k = 1..bins−1: exact, one level at a
+        time."""
+        step, total = 1.0 / (self.bins - 1), torch.zeros_like(self.loc)
+        for k in range(1, self.bins):
+            total += torch.sigmoid((self.loc - (k - 0.5) * step) / self.scale)
+        return total * step
+
+
+class ConvStages(nn.Module):
+    """Flat images (..., c*h*w) -> features, one stride-2 convolution per entry of
+    ``channels``; or, with ``transpose=True``, features -> (..., out_channels*h*w)."""
+
+    def __init__(self, image_shape: Sequence[int], channels: Sequence[int], act: str,
+                 transpose: bool = False, out_channels: int | None = None):
+        super().__init__()
+        c, h, w = image_shape
+        self.image_shape, self.transpose = (c, h, w), transpose
+        self.seed_shape = (channels[-1], h >> len(channels), w >> len(channels))
+        self.features = math.prod(self.seed_shape)
+        widths = [c, *channels]
+        layers: list[nn.Module] = []
+        if transpose:
+            widths = [out_channels or c, *channels][::-1]
+            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+                layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
+                if i < len(widths) - 2:
+                    layers.append(activation(act))
+        else:
+            for a, b in zip(widths[:-1], widths[1:], strict=True):
+                layers += [nn.Conv2d(a, b, 4, stride=2, padding=1), activation(act)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        batch = t.shape[:-1]
+        if self.transpose:  # (*batch, features) -> (*batch, out*h*w)
+            out = self.net(t.reshape(-1, *self.seed_shape))
+            return out.reshape(*batch, -1)
+        out = self.net(t.reshape(-1, *self.image_shape))  # (B, c_L, h/2^L, w/2^L)
+        return out.reshape(*batch, self.features)
+
+
+@register_model("conv_rgb")
+class ConvRGB(PyroModule):
+    """VAE generative model for colour (or grey) images of a chosen size, with a
+    convolutional decoder and discretised logistic pixels (Salimans et al. 2017).
+
+    Generative story::
+
+        z        ~ Normal(0, I)                               z in R^z_dim
+        h        = MLP(z)                                      z_dim -> hidden -> features
+        μ, log s = deconv(h)                                   L stride-2 transposed convs
+        x_i | z  ~ DiscretizedLogistic(μ_i, s_i), 256 levels   each pixel and channel
+
+    Natural images are 8-bit intensities: a discretised likelihood gives each of the 256
+    levels a probability (so −log p(x) is a code length in nats, comparable in bits per
+    dimension), keeps a learned, per-pixel scale (a Bernoulli has none and is no density on
+    grey levels; a Gaussian on [0, 1] is a density whose value grows without bound as its
+    scale shrinks), and puts mass on the saturated levels 0 and 255 that photographs hold
+    often. ``x`` is a flat image in [0, 1] laid out as ``image_shape = (c, h, w)``;
+    ``channels`` (default :func:`default_channels`) sets the stages, each halving h and w.
+
+    ========  =======================  =====================
+    site      event shape              plate
+    ========  =======================  =====================
+    ``z``     (z_dim,)                 data
+    ``x``     (c*h*w,)                 data (observed when x is given)
+    ========  =======================  =====================
+    """
+
+    def __init__(self, image_shape: Sequence[int] = (3, 32, 32), z_dim: int = 64,
+                 hidden: tuple[int, ...] = (512,), channels: Sequence[int] | None = None,
+                 activation: str = "relu", x_dim: int | None = None):
+        super().__init__()
+        channels = tuple(channels or default_channels(*image_shape[-2:]))
+        c, h, w = check_image(image_shape, channels, x_dim, "conv_rgb")
+        self.image_shape, self.x_dim, self.z_dim = (c, h, w), c * h * w, z_dim
+        self.stages = ConvStages(self.image_shape, channels, activation, transpose=True,
+                                 out_channels=2 * c)
+        self.trunk = mlp([z_dim, *hidden, self.stages.features], activation,
+                         final_activation=True)
+        self.prior = StandardNormal(z_dim)
+
+    def pixels(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logistic's location and scale of every pixel, each (..., c*h*w)."""
+        out = self.stages(self.trunk(z))  # (..., 2c*h*w), channels first
+        c = self.image_shape[0]
+        out = out.reshape(*out.shape[:-1], 2 * c, -1)  # (..., 2c, h*w)
+        loc = out[..., :c, :].reshape(*out.shape[:-2], -1) + 0.5  # (..., c*h*w)
+        log_scale = out[..., c:, :].reshape(*out.shape[:-2], -1).clamp_min(MIN_LOG_SCALE)
+        return loc, log_scale.exp()
+
+    def forward(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None):
+        with data_plate(x, y):
+            z = pyro.sample("z", self.prior())  # (*particles, N, z_dim)
+            loc, scale = self.pixels(z)  # (*particles, N, c*h*w) each
+            return pyro.sample("x", DiscretizedLogistic(loc, scale).to_event(1), obs=x)
