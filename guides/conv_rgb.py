@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro
@@ -11,7 +12,7 @@ from torch import nn
 
 from guides import register_guide
 from models import data_plate
-from models.conv_rgb import ConvStages, check_image, default_channels
+from models.conv_rgb import ConvStages, check_image
 from models.distributions import DiagNormal
 from models.nets import mlp, scale_transform
 
@@ -27,7 +28,8 @@ class ConvRGBGuide(PyroModule):
         z | x ~ Normal(μ_φ(h), diag(σ_φ(h)²))          σ = softplus(·) + 1e-5, or exp
 
     ``x`` is a flat image laid out as ``image_shape = (channels, height, width)``; the
-    stages (``channels``, default as the model's) each halve height and width.
+    stages (``channels``, default as the model's) each halve height and width; without
+    ``image_shape`` the data's size ``x_dim`` gives it, as for the model.
 
     ========  ===========  =====================
     site      event shape  plate
@@ -36,14 +38,12 @@ class ConvRGBGuide(PyroModule):
     ========  ===========  =====================
     """
 
-    def __init__(self, image_shape: Sequence[int] = (3, 32, 32), z_dim: int = 64,
+    def __init__(self, image_shape: Sequence[int] | None = None, z_dim: int = 64,
                  hidden: tuple[int, ...] = (512,), channels: Sequence[int] | None = None,
                  activation: str = "relu", scale: str = "softplus", x_dim: int | None = None):
         super().__init__()
-        channels = tuple(channels or default_channels(*image_shape[-2:]))
-        self.image_shape = check_image(image_shape, channels, x_dim, "conv_rgb")
-        self.x_dim, self.z_dim = self.image_shape[0] * self.image_shape[1] * \
-            self.image_shape[2], z_dim
+        self.image_shape, channels = check_image(image_shape, channels, x_dim, "conv_rgb")
+        self.x_dim, self.z_dim = math.prod(self.image_shape), z_dim
         self.to_scale = scale_transform(scale)
         conv = ConvStages(self.image_shape, channels, activation)
         self.trunk = nn.Sequential(

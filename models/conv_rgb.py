@@ -31,12 +31,28 @@ def default_channels(height: int, width: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def check_image(image_shape: Sequence[int], channels: Sequence[int], x_dim: int | None,
-                who: str) -> tuple[int, int, int]:
+def square_image(x_dim: int | None) -> tuple[int, int, int]:
+    """The image shape a flat size stands for when none is given: 3 square colour channels
+    if it splits so, else one grey square; (3, 32, 32) without a size."""
+    if x_dim is None:
+        return (3, 32, 32)
+    for c in (3, 1):
+        side = math.isqrt(x_dim // c)
+        if x_dim % c == 0 and side * side * c == x_dim:
+            return (c, side, side)
+    raise ValueError(f"{x_dim} values per row are no square image; give image_shape")
+
+
+def check_image(image_shape: Sequence[int] | None, channels: Sequence[int] | None,
+                x_dim: int | None, who: str) -> tuple[tuple[int, int, int], tuple[int, ...]]:
+    """The image shape (given, or :func:`square_image`) and the stages' channels (given, or
+    :func:`default_channels`), checked against each other and the data's size."""
+    image_shape = square_image(x_dim) if image_shape is None else image_shape
     if len(image_shape) != 3:
         raise ValueError(f"{who} needs images: image_shape (channels, height, width), got "
                          f"{tuple(image_shape)}")
     c, h, w = (int(v) for v in image_shape)
+    channels = tuple(channels or default_channels(h, w))
     if x_dim is not None and x_dim != c * h * w:
         raise ValueError(f"{who}: the data's {x_dim} values per row do not fit image_shape "
                          f"{(c, h, w)}; {who} is for images (--data FOLDER, --image-size)")
@@ -45,7 +61,12 @@ def check_image(image_shape: Sequence[int], channels: Sequence[int], x_dim: int 
         raise ValueError(f"{who}: {len(channels)} stride-2 stages need height and width "
                          f"divisible by {step}, got {h}x{w}; pick --image-size 32 or 64, or "
                          f"fewer channels")
-    return c, h, w
+    return (c, h, w), channels
+
+
+def _log1mexp(d: torch.Tensor) -> torch.Tensor:
+    """log(1 − exp(d)) for d < 0, accurate at both ends (Mächler 2012)."""
+    return torch.where(d > -math.log(2), (-torch.expm1(d)).log(), (-d.exp()).log1p())
 
 
 class DiscretizedLogistic(dist.TorchDistribution):
@@ -82,16 +103,20 @@ class DiscretizedLogistic(dist.TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         half = 0.5 / (self.bins - 1)
-        centred, log_scale = value - self.loc, self.scale.log()
+        centred = value - self.loc
         plus, minus = (centred + half) / self.scale, (centred - half) / self.scale
-        log_cdf_plus = plus - F.softplus(plus)  # log σ(plus), at the lowest level
-        log_sf_minus = -F.softplus(minus)  # log(1 − σ(minus)), at the highest level
-        mass = torch.sigmoid(plus) - torch.sigmoid(minus)
-        mid = centred / self.scale  # where the mass underflows: density times bin width
-        log_density = mid - log_scale - 2 * F.softplus(mid) + math.log(2 * half)
-        inner = torch.where(mass > 1e-5, mass.clamp_min(1e-12).log(), log_density)
-        return torch.where(value < half, log_cdf_plus,
-                           torch.where(value > 1 - half, log_sf_minus, inner))
+        mid = centred / self.scale
+        # log(σ(a) − σ(b)) on the side of the logistic's mode where both CDFs are small (the
+        # right of it by symmetry), in log space: exact to float precision in the far tails
+        left = mid <= 0
+        a, b = torch.where(left, plus, -minus), torch.where(left, minus, -plus)
+        log_a, log_b = -F.softplus(-a), -F.softplus(-b)  # log σ(a), log σ(b)
+        log_bin = log_a + _log1mexp((log_b - log_a).clamp(max=-1e-20))
+        # a bin far narrower than the scale: its mass is the density times its width
+        log_density = mid - self.scale.log() - 2 * F.softplus(mid) + math.log(2 * half)
+        inner = torch.where(2 * half / self.scale < 1e-3, log_density, log_bin)
+        return torch.where(value < half, -F.softplus(-plus),  # log σ(plus): the lowest level
+                           torch.where(value > 1 - half, -F.softplus(minus), inner))
 
     def sample(self, sample_shape=()) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
@@ -161,7 +186,8 @@ class ConvRGB(PyroModule):
     grey levels; a Gaussian on [0, 1] is a density whose value grows without bound as its
     scale shrinks), and puts mass on the saturated levels 0 and 255 that photographs hold
     often. ``x`` is a flat image in [0, 1] laid out as ``image_shape = (c, h, w)``;
-    ``channels`` (default :func:`default_channels`) sets the stages, each halving h and w.
+    ``channels`` (default :func:`default_channels`) sets the stages, each halving h and w;
+    without ``image_shape`` the data's size ``x_dim`` gives it (:func:`square_image`).
 
     ========  =======================  =====================
     site      event shape              plate
@@ -171,12 +197,11 @@ class ConvRGB(PyroModule):
     ========  =======================  =====================
     """
 
-    def __init__(self, image_shape: Sequence[int] = (3, 32, 32), z_dim: int = 64,
+    def __init__(self, image_shape: Sequence[int] | None = None, z_dim: int = 64,
                  hidden: tuple[int, ...] = (512,), channels: Sequence[int] | None = None,
                  activation: str = "relu", x_dim: int | None = None):
         super().__init__()
-        channels = tuple(channels or default_channels(*image_shape[-2:]))
-        c, h, w = check_image(image_shape, channels, x_dim, "conv_rgb")
+        (c, h, w), channels = check_image(image_shape, channels, x_dim, "conv_rgb")
         self.image_shape, self.x_dim, self.z_dim = (c, h, w), c * h * w, z_dim
         self.stages = ConvStages(self.image_shape, channels, activation, transpose=True,
                                  out_channels=2 * c)

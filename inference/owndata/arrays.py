@@ -6,7 +6,7 @@ may also hold a tensor or an ``(x, y)`` tuple (read with ``weights_only=True``).
 
 ``x`` of shape (N, D) is a table of vectors; (N, H, W) grey images; (N, C, H, W) or
 (N, H, W, C) images with C in 1, 3 or 4 (channels-last when the last axis is that small and
-the second is not). Images of bytes (``uint8``, or integers/floats from 0 to 255 when the
+the second is not, or is larger). Images of bytes (``uint8``, or integers/floats from 0 to 255 when the
 values are whole) are divided by 255; float images must already be in [0, 1]; vectors are
 standardised per column with the training rows' mean and standard deviation
 (:func:`standardise`, recorded in the run).
@@ -44,11 +44,13 @@ def _pick(arrays: dict[str, Any], path: Path) -> tuple[Any, Any]:
 
 def _read(path: Path) -> tuple[Any, Any]:
     try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False), None
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                return _pick({k: f[k] for k in f.files}, path)
+        if path.suffix in (".npy", ".npz"):
+            with open(path, "rb") as fh:  # closed even when the file is damaged
+                if path.suffix == ".npy":
+                    return np.load(fh, allow_pickle=False), None
+                with np.load(fh, allow_pickle=False) as f:
+                    arrays = {k: f[k] for k in f.files}
+            return _pick(arrays, path)
         value = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise DataError(f"cannot read {path} with weights_only=True ({str(e).splitlines()[0]}"
@@ -80,8 +82,9 @@ def _image_layout(x: np.ndarray, path: Path) -> np.ndarray:
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4:
-        if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-            x = x.transpose(0, 3, 1, 2)
+        if x.shape[-1] in (1, 3, 4) and (x.shape[1] not in (1, 3, 4)
+                                         or x.shape[-1] < x.shape[1]):
+            x = x.transpose(0, 3, 1, 2)  # channels last: the smaller of two small axes
         if x.shape[1] not in (1, 3, 4):
             raise DataError(f"{path}: images of shape {tuple(x.shape[1:])} have no channel "
                             f"axis of 1, 3 or 4; save them as (N, C, H, W) or (N, H, W, C)")
