@@ -23,9 +23,9 @@ MIN_LOG_SCALE = -7.0  # PixelCNN++'s floor on the logistic's log scale
 
 def default_channels(height: int, width: int) -> tuple[int, ...]:
     """As many stride-2 stages of :data:`WIDTHS` as halve the image evenly down to 4 pixels
-    (28 -> 14 -> 7: two; 32 -> 4: three; 64 -> 4: four)."""
+    (28 -> 14 -> 7: two; 32 -> 4: three; 64 -> 4: four), and at least one."""
     out, h, w = [], height, width
-    while len(out) < len(WIDTHS) and h % 2 == 0 and w % 2 == 0 and min(h, w) > 4:
+    while len(out) < len(WIDTHS) and h % 2 == 0 and w % 2 == 0 and (min(h, w) > 4 or not out):
         out.append(WIDTHS[len(out)])
         h, w = h // 2, w // 2
     return tuple(out)
@@ -53,6 +53,9 @@ def check_image(image_shape: Sequence[int] | None, channels: Sequence[int] | Non
                          f"{tuple(image_shape)}")
     c, h, w = (int(v) for v in image_shape)
     channels = tuple(channels or default_channels(h, w))
+    if not channels:
+        raise ValueError(f"{who} halves the image at least once and needs an even height and "
+                         f"width, got {h}x{w}; pick --image-size 32 or 64")
     if x_dim is not None and x_dim != c * h * w:
         raise ValueError(f"{who}: the data's {x_dim} values per row do not fit image_shape "
                          f"{(c, h, w)}; {who} is for images (--data FOLDER, --image-size)")
