@@ -165,14 +165,9 @@ class LoaderData:
 
 
 def as_data(data: Any) -> TensorData | LoaderData:
-    """Accept a tensor, an ``(x, y)`` pair, a :class:`TensorData`, a torch ``Dataset``, or
-    the path of your own data (every row of it: :mod:`inference.owndata.load`)."""
+    """Accept a tensor, an ``(x, y)`` pair, a :class:`TensorData` or a torch ``Dataset``."""
     if isinstance(data, (TensorData, LoaderData)):
         return data
-    if isinstance(data, (str, os.PathLike)):
-        from inference.owndata.load import load_source
-
-        return load_source(data, valid=0, test=0)[0]["train"]
     if all(hasattr(data, a) for a in ("batches", "head", "to", "__len__")):
         return data  # any other data source with the same interface
     if torch.is_tensor(data):
@@ -181,5 +176,5 @@ def as_data(data: Any) -> TensorData | LoaderData:
         return TensorData(data[0], data[1])
     if isinstance(data, Dataset):
         return LoaderData(data)
-    raise TypeError(f"data must be a tensor, an (x, y) pair, TensorData, a torch Dataset or "
-                    f"a path, got {type(data).__name__}")
+    raise TypeError(f"data must be a tensor, an (x, y) pair, TensorData or a torch Dataset, "
+                    f"got {type(data).__name__}")

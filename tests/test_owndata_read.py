@@ -171,3 +171,24 @@ def test_a_path_names_its_kind_or_is_refused_in_one_line(tmp_path, folder):
         source_kind(tmp_path / "w.xlsx")
     with pytest.raises(DataError, match="no such file or folder"):
         source_kind(tmp_path / "nothing.npy")
+
+
+def test_load_dataset_load_splits_and_fit_take_a_path(tmp_path, folder):
+    from guides import make_guide
+    from inference import fit, load_dataset, load_splits
+    from models import make_model
+
+    test = load_dataset(folder, "test", image_size=4, test=2)
+    assert test.x.shape == (2, 48) and test.image_shape == (3, 4, 4)
+    assert sorted(test.y.tolist()) == [0, 1]  # stratified: one of each class
+    train, valid, held = load_splits(folder, valid=1, test=2, image_size=4)
+    assert (len(train), len(valid), len(held)) == (2, 1, 2)
+    with pytest.raises(ValueError, match="hold out rows with valid=N"):
+        load_dataset(folder, "valid")
+    x = np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    model = make_model("gaussian_mlp", x_dim=3, z_dim=2, hidden=(8,))
+    guide = make_guide("gaussian_mlp", x_dim=3, z_dim=2, hidden=(8,))
+    history = fit(model, guide, str(tmp_path / "v.npy"), epochs=1, progress=False,
+                  divergence=None)
+    assert len(history) == 1 and np.isfinite(history.records[0]["train_elbo"])

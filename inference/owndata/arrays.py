@@ -6,10 +6,10 @@ may also hold a tensor or an ``(x, y)`` tuple (read with ``weights_only=True``).
 
 ``x`` of shape (N, D) is a table of vectors; (N, H, W) grey images; (N, C, H, W) or
 (N, H, W, C) images with C in 1, 3 or 4 (channels-last when the last axis is that small and
-the second is not, or is larger). Images of bytes (``uint8``, or integers/floats from 0 to 255 when the
-values are whole) are divided by 255; float images must already be in [0, 1]; vectors are
-standardised per column with the training rows' mean and standard deviation
-(:func:`standardise`, recorded in the run).
+the second is not, or is larger). Images of bytes (``uint8``, or whole numbers from 0 to
+255) are divided by 255; float images must already be in [0, 1]; vectors are standardised
+per column with the training rows' mean and standard deviation (:func:`standardise`,
+recorded in the run).
 """
 
 from __future__ import annotations
