@@ -31,7 +31,7 @@ from inference.validate import (
 )
 
 __all__ = ["History", "Trainer", "TrainingDiverged", "epoch_summary", "fit", "iwae_schedule",
-           "parameters", "resolve_device"]
+           "parameters", "read_path", "resolve_device"]
 
 
 def iwae_schedule(epoch: int) -> float:
@@ -73,8 +73,8 @@ def fit(model, guide, train: Any, *, valid: Any = None, test: Any = None,
     ``sites`` names the data and latent sites where the traces cannot tell
     (``{"x": "obs"}``). ``train``, ``valid``, ``test``: a tensor (N, D), an ``(x, y)`` pair,
     :class:`TensorData`, a torch ``Dataset`` or the path of your own data (every row of a
-    folder of images, an array file or a table: :func:`read_path`). ``loss``: any Pyro ELBO (default
-    ``Trace_ELBO()``). ``optimizer``: a function of the parameters (default
+    folder of images, an array file or a table: :func:`read_path`). ``loss``: any Pyro ELBO
+    (default ``Trace_ELBO()``). ``optimizer``: a function of the parameters (default
     ``torch.optim.Adam(params, lr=lr)``), one optimizer over all parameters of the pair,
     found as Pyro's SVI finds them (:func:`~inference.pair.as_pair`). The pair and the data
     are checked once (:func:`~inference.check_pair`), then the hot loop runs with Pyro's

@@ -22,7 +22,7 @@ MIN_LOG_SCALE = -7.0  # PixelCNN++'s floor on the logistic's log scale
 
 
 def default_channels(height: int, width: int) -> tuple[int, ...]:
-    """As many stride-2 stages of :data:`WIDTHS` as halve the image evenly down to 4 pixels
+    """As many stride-2 stages of ``WIDTHS`` as halve the image evenly down to 4 pixels
     (28 -> 14 -> 7: two; 32 -> 4: three; 64 -> 4: four), and at least one."""
     out, h, w = [], height, width
     while len(out) < len(WIDTHS) and h % 2 == 0 and w % 2 == 0 and (min(h, w) > 4 or not out):
@@ -189,6 +189,9 @@ class ConvRGB(PyroModule):
     grey levels; a Gaussian on [0, 1] is a density whose value grows without bound as its
     scale shrinks), and puts mass on the saturated levels 0 and 255 that photographs hold
     often. ``x`` is a flat image in [0, 1] laid out as ``image_shape = (c, h, w)``;
+    ``init_scale`` is where the pixels' scales start (an offset of the decoder's log-scale
+    output: from 1, Adam at the default rate would need thousands of steps to reach the
+    scales of a fitted model, about 0.02).
     ``channels`` (default :func:`default_channels`) sets the stages, each halving h and w;
     without ``image_shape`` the data's size ``x_dim`` gives it (:func:`square_image`).
 
@@ -202,10 +205,13 @@ class ConvRGB(PyroModule):
 
     def __init__(self, image_shape: Sequence[int] | None = None, z_dim: int = 64,
                  hidden: tuple[int, ...] = (512,), channels: Sequence[int] | None = None,
-                 activation: str = "relu", x_dim: int | None = None):
+                 activation: str = "relu", x_dim: int | None = None, init_scale: float = 0.1):
         super().__init__()
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {init_scale}")
         (c, h, w), channels = check_image(image_shape, channels, x_dim, "conv_rgb")
         self.image_shape, self.x_dim, self.z_dim = (c, h, w), c * h * w, z_dim
+        self.log_scale_offset = math.log(init_scale)  # the decoder's scale starts near it
         self.stages = ConvStages(self.image_shape, channels, activation, transpose=True,
                                  out_channels=2 * c)
         self.trunk = mlp([z_dim, *hidden, self.stages.features], activation,
@@ -218,7 +224,8 @@ class ConvRGB(PyroModule):
         c = self.image_shape[0]
         out = out.reshape(*out.shape[:-1], 2 * c, -1)  # (..., 2c, h*w)
         loc = out[..., :c, :].reshape(*out.shape[:-2], -1) + 0.5  # (..., c*h*w)
-        log_scale = out[..., c:, :].reshape(*out.shape[:-2], -1).clamp_min(MIN_LOG_SCALE)
+        log_scale = out[..., c:, :].reshape(*out.shape[:-2], -1) + self.log_scale_offset
+        log_scale = log_scale.clamp_min(MIN_LOG_SCALE)
         return loc, log_scale.exp()
 
     def forward(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None):

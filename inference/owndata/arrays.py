@@ -1,7 +1,7 @@
 """Arrays from ``.npy``, ``.npz`` and ``.pt`` files: data ``x``, and labels ``y`` if present.
 
 A ``.npy`` file holds ``x``. A ``.npz`` file or a ``.pt`` dict holds ``x`` under one of
-:data:`X_KEYS` (or is its only array) and ``y`` under one of :data:`Y_KEYS`; a ``.pt`` file
+``X_KEYS`` (or is its only array) and ``y`` under one of ``Y_KEYS``; a ``.pt`` file
 may also hold a tensor or an ``(x, y)`` tuple (read with ``weights_only=True``).
 
 ``x`` of shape (N, D) is a table of vectors; (N, H, W) grey images; (N, C, H, W) or

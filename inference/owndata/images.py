@@ -121,7 +121,7 @@ def read_image_folder(folder: str | Path, *, image_size: int | None = None,
                                                        dict[str, Any]]:
     """Read every image of ``folder``: flat pixels x (N, C*H*W) in [0, 1] (bytes / 255),
     labels y (N,) or None, and a record of what was read. Every unreadable file is named in
-    one line (:class:`DataError`), with the fix."""
+    one line (:class:`~inference.check.DataError`), with the fix."""
     if channels not in CHANNELS:
         raise ValueError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
     if image_size is not None and image_size < 1:

@@ -48,7 +48,8 @@ def source_kind(path: str | os.PathLike) -> str:
 
 def read_source(path: str | os.PathLike, *, image_size: int | None = None,
                 channels: str = "auto", schema: str | None = None) -> tuple[TensorData, dict]:
-    """Every row of ``path`` as one :class:`TensorData` (vectors unscaled), and its record."""
+    """Every row of ``path`` as one :class:`~inference.data.TensorData` (vectors unscaled),
+    and its record."""
     kind = source_kind(path)
     if kind == "table":
         if image_size is not None or channels != "auto":
