@@ -143,6 +143,12 @@ def load_source(path: str | os.PathLike, *, valid: int | None = None, test: int 
     if record["scaling"] == {"kind": "standardise"}:
         x, record["scaling"] = standardise(data.x, rows["train"])
         data = dataclasses.replace(data, x=x)
+    elif record["kind"] == "table":  # the table reader scales with the training rows
+        from inference.owndata import tables
+
+        if hasattr(tables, "scale"):
+            data, record["table"] = tables.scale(data, record["table"], rows["train"])
+            record["scaling"] = record["table"].get("scaling")
     record["splits"] = {**{k: len(rows.get(k, ())) for k in SPLITS}, "seed": seed,
                         "stratified": data.y is not None}
     name = Path(record["source"]).name
