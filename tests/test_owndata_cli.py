@@ -125,3 +125,12 @@ def test_a_changed_source_is_refused_by_the_run_that_read_it(tmp_path, capsys):
         eval_main([str(run), "--num-samples", "2", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert "changed since the run" in err and "\n" not in err
+
+
+def test_evaluations_that_need_a_named_dataset_refuse_a_data_run(folder_run, capsys):
+    for flag, words in (("--quality", "--quality compares samples"),
+                        ("--disentanglement", "needs a run trained on a dataset with known")):
+        with pytest.raises(SystemExit):
+            eval_main([str(folder_run), flag])
+        err = capsys.readouterr().err.strip()
+        assert words in err and "pictures" in err and "\n" not in err

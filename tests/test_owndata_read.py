@@ -192,3 +192,38 @@ def test_load_dataset_load_splits_and_fit_take_a_path(tmp_path, folder):
     history = fit(model, guide, str(tmp_path / "v.npy"), epochs=1, progress=False,
                   divergence=None)
     assert len(history) == 1 and np.isfinite(history.records[0]["train_elbo"])
+
+
+def test_a_table_goes_to_the_table_reader_and_is_scaled_with_the_training_rows(
+        tmp_path, monkeypatch):
+    """The contract with inference.owndata.tables: read_table(path, schema) gives every row
+    and a record; scale(data, record, train_rows) is called with the training rows only."""
+    import sys
+    import types
+
+    from inference.data import TensorData
+
+    seen = {}
+
+    def read_table(path, schema=None):
+        seen["schema"] = schema
+        x = torch.arange(40.0).reshape(20, 2)
+        return TensorData(x, info={"schema": [{"name": "a"}, {"name": "b"}]}), {
+            "sha256": "0123", "columns": ["a", "b"]}
+
+    def scale(data, record, rows):
+        seen["rows"] = rows
+        return data, {**record, "scaling": {"kind": "standardise", "rows": len(rows)}}
+
+    fake = types.ModuleType("inference.owndata.tables")
+    fake.read_table, fake.scale = read_table, scale
+    monkeypatch.setitem(sys.modules, "inference.owndata.tables", fake)
+    (tmp_path / "t.csv").write_text("a,b\n")
+    splits, record = load_source(tmp_path / "t.csv", valid=4, test=2, schema="s.json")
+    assert seen["schema"] == "s.json" and len(seen["rows"]) == 14
+    assert torch.equal(splits["train"].x[:, 0] / 2, seen["rows"].float())
+    assert record["kind"] == "table" and record["table"]["columns"] == ["a", "b"]
+    assert record["scaling"] == {"kind": "standardise", "rows": 14} and record["sha256"] == "0123"
+    assert splits["test"].info["schema"] == [{"name": "a"}, {"name": "b"}]
+    with pytest.raises(ValueError, match="--image-size and --channels are for images"):
+        load_source(tmp_path / "t.csv", image_size=32)
