@@ -130,8 +130,8 @@ class DiscretizedLogistic(dist.TorchDistribution):
 
     @property
     def mean(self) -> torch.Tensor:
-        """E[x] = Σ_k P(x ≥ level k) / (bins − 1), k = 1..bins−1: exact, one level at a
-        time."""
+        """The exact mean, the sum of P(x ≥ level k) over the levels k = 1 ... bins − 1
+        times their spacing 1 / (bins − 1), added up one level at a time."""
         step, total = 1.0 / (self.bins - 1), torch.zeros_like(self.loc)
         for k in range(1, self.bins):
             total += torch.sigmoid((self.loc - (k - 0.5) * step) / self.scale)
