@@ -19,6 +19,7 @@ from models.nets import StandardNormal, activation, mlp
 
 WIDTHS = (32, 64, 128, 256)  # channels of the stride-2 stages, as many as the size allows
 MIN_LOG_SCALE = -7.0  # PixelCNN++'s floor on the logistic's log scale
+SCALES = ("channel", "pixel")  # one learned scale per colour channel, or one per pixel
 
 
 def default_channels(height: int, width: int) -> tuple[int, ...]:
@@ -180,18 +181,20 @@ class ConvRGB(PyroModule):
 
         z        ~ Normal(0, I)                               z in R^z_dim
         h        = MLP(z)                                      z_dim -> hidden -> features
-        μ, log s = deconv(h)                                   L stride-2 transposed convs
-        x_i | z  ~ DiscretizedLogistic(μ_i, s_i), 256 levels   each pixel and channel
+        μ        = deconv(h)                                   L stride-2 transposed convs
+        x_i | z  ~ DiscretizedLogistic(μ_i, s_c(i)), 256 levels  s_c learned per channel
 
     Natural images are 8-bit intensities: a discretised likelihood gives each of the 256
     levels a probability (so −log p(x) is a code length in nats, comparable in bits per
-    dimension), keeps a learned, per-pixel scale (a Bernoulli has none and is no density on
+    dimension), keeps a learned scale (a Bernoulli has none and is no density on
     grey levels; a Gaussian on [0, 1] is a density whose value grows without bound as its
     scale shrinks), and puts mass on the saturated levels 0 and 255 that photographs hold
     often. ``x`` is a flat image in [0, 1] laid out as ``image_shape = (c, h, w)``;
-    ``init_scale`` is where the pixels' scales start (an offset of the decoder's log-scale
-    output: from 1, Adam at the default rate would need thousands of steps to reach the
-    scales of a fitted model, about 0.02).
+    ``scale="channel"`` (default) learns one scale per colour channel, shared by every pixel
+    and image (a calibrated decoder, Rybkin et al. 2021); ``"pixel"`` lets the decoder predict
+    a scale for every pixel of every image, which is more flexible but here learned colours
+    far more slowly and gave degenerate importance weights. ``init_scale`` is where the
+    scales start.
     ``channels`` (default :func:`default_channels`) sets the stages, each halving h and w;
     without ``image_shape`` the data's size ``x_dim`` gives it (:func:`square_image`).
 
@@ -205,28 +208,37 @@ class ConvRGB(PyroModule):
 
     def __init__(self, image_shape: Sequence[int] | None = None, z_dim: int = 64,
                  hidden: tuple[int, ...] = (512,), channels: Sequence[int] | None = None,
-                 activation: str = "relu", x_dim: int | None = None, init_scale: float = 0.1):
+                 activation: str = "relu", x_dim: int | None = None, scale: str = "channel",
+                 init_scale: float = 0.1):
         super().__init__()
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         (c, h, w), channels = check_image(image_shape, channels, x_dim, "conv_rgb")
         self.image_shape, self.x_dim, self.z_dim = (c, h, w), c * h * w, z_dim
-        self.log_scale_offset = math.log(init_scale)  # the decoder's scale starts near it
+        self.scale = scale
+        self.log_scale_offset = math.log(init_scale)  # the scales start near init_scale
+        if scale == "channel":
+            self.log_scale = nn.Parameter(torch.zeros(c))  # (c,), added to the offset
         self.stages = ConvStages(self.image_shape, channels, activation, transpose=True,
-                                 out_channels=2 * c)
+                                 out_channels=(2 if scale == "pixel" else 1) * c)
         self.trunk = mlp([z_dim, *hidden, self.stages.features], activation,
                          final_activation=True)
         self.prior = StandardNormal(z_dim)
 
     def pixels(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logistic's location and scale of every pixel, each (..., c*h*w)."""
-        out = self.stages(self.trunk(z))  # (..., 2c*h*w), channels first
-        c = self.image_shape[0]
-        out = out.reshape(*out.shape[:-1], 2 * c, -1)  # (..., 2c, h*w)
+        out = self.stages(self.trunk(z))  # (..., k*c*h*w), channels first (k = 1 or 2)
+        c, h, w = self.image_shape
+        out = out.reshape(*out.shape[:-1], -1, h * w)  # (..., k*c, h*w)
         loc = out[..., :c, :].reshape(*out.shape[:-2], -1) + 0.5  # (..., c*h*w)
-        log_scale = out[..., c:, :].reshape(*out.shape[:-2], -1) + self.log_scale_offset
-        log_scale = log_scale.clamp_min(MIN_LOG_SCALE)
-        return loc, log_scale.exp()
+        if self.scale == "pixel":
+            raw = out[..., c:, :].reshape(*out.shape[:-2], -1)  # (..., c*h*w)
+        else:
+            raw = self.log_scale[:, None].expand(c, h * w).reshape(-1)  # (c*h*w,)
+        log_scale = (raw + self.log_scale_offset).clamp_min(MIN_LOG_SCALE)
+        return loc, log_scale.exp().expand_as(loc)
 
     def forward(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None):
         with data_plate(x, y):

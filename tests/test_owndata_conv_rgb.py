@@ -58,11 +58,12 @@ def test_a_tiny_scale_keeps_the_log_prob_finite_and_its_gradient_too():
     assert lp[0] < -100 and lp[1] > -1e-3  # far from its bin: tiny; on it: nearly all mass
 
 
-@pytest.mark.parametrize("size, stages", [(28, 2), (32, 3), (64, 4)])
-def test_the_pair_fits_grey_and_colour_images_of_the_chosen_size(size, stages):
+@pytest.mark.parametrize("size, stages, scale", [(28, 2, "channel"), (32, 3, "pixel"),
+                                                 (64, 4, "channel")])
+def test_the_pair_fits_grey_and_colour_images_of_the_chosen_size(size, stages, scale):
     assert len(default_channels(size, size)) == stages
     shape = (3, size, size) if size != 28 else (1, size, size)
-    model = make_model("conv_rgb", image_shape=shape, z_dim=4, hidden=(16,))
+    model = make_model("conv_rgb", image_shape=shape, z_dim=4, hidden=(16,), scale=scale)
     guide = make_guide("conv_rgb", image_shape=shape, z_dim=4, hidden=(16,))
     x = torch.randint(0, 256, (3, model.x_dim)) / 255
     check_pair(model, guide, x)
