@@ -34,9 +34,10 @@ def default_channels(height: int, width: int) -> tuple[int, ...]:
 
 def square_image(x_dim: int | None) -> tuple[int, int, int]:
     """The image shape a flat size stands for when none is given: 3 square colour channels
-    if it splits so, else one grey square; (3, 32, 32) without a size."""
+    if it splits so, else one grey square; without a size, the lab's default data, MNIST's
+    (1, 28, 28)."""
     if x_dim is None:
-        return (3, 32, 32)
+        return (1, 28, 28)
     for c in (3, 1):
         side = math.isqrt(x_dim // c)
         if x_dim % c == 0 and side * side * c == x_dim:
