@@ -8,7 +8,7 @@ FOLDER --image-size 32`` trains the default pair (``conv_rgb``), ``vae-eval`` sc
 held-out test images with importance sampling, and the run's reconstructions and samples are
 copied to ``docs/figures/owndata/``; the scores go to ``docs/benchmarks/tables/owndata-rgb.md``:
 
-    python benchmarks/rgb_folder.py --images 10000 --epochs 40 --eval-samples 100
+    python benchmarks/rgb_folder.py --images 10000 --epochs 25 --eval-samples 100
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def cli(*argv: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=10000, help="images in the folder")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--scale", choices=("channel", "pixel"), default="channel",
