@@ -218,7 +218,7 @@ def load_like(path: str | os.PathLike, record: dict[str, Any]) -> TensorData:
     if record["kind"] == "table":
         from inference.owndata.tables import read_table
 
-        return read_table(path, schema=record["table"].get("schema"))[0]
+        return read_table(path, like=record["table"])[0]  # the run's columns and scaling
     options = record.get("options", {})
     data, new = read_source(path, **options)
     if new["kind"] != record["kind"] or new["image_shape"] != record["image_shape"]:
