@@ -194,8 +194,7 @@ class ConvRGB(PyroModule):
     ``scale="channel"`` (default) learns one scale per colour channel, shared by every pixel
     and image (a calibrated decoder, Rybkin et al. 2021); ``"pixel"`` lets the decoder predict
     a scale for every pixel of every image, which is more flexible but here learned colours
-    far more slowly and gave degenerate importance weights. ``init_scale`` is where the
-    scales start.
+    far more slowly (docs: Your own data). ``init_scale`` is where the scales start.
     ``channels`` (default :func:`default_channels`) sets the stages, each halving h and w;
     without ``image_shape`` the data's size ``x_dim`` gives it (:func:`square_image`).
 
