@@ -126,10 +126,13 @@ def registered(width: int = 100) -> str:
 
 def _config(args: argparse.Namespace) -> tuple[RunConfig, set[str]]:
     """Settings from ``--config`` and the flags (which win); the names set on purpose."""
+    from inference.owndata.load import data_defaults
+
     base = read_config_file(args.config) if args.config else {}
     given = {k: v for k, v in vars(args).items()
              if k in RunConfig.__dataclass_fields__ and v is not None}
-    return RunConfig.from_json({**base, **given}), set(base) | set(given)
+    settings = {**base, **given}
+    return RunConfig.from_json({**settings, **data_defaults(settings)}), set(base) | set(given)
 
 
 def train_main(argv: list[str] | None = None) -> int:
