@@ -227,6 +227,18 @@ def _eval_main(argv: list[str] | None) -> int:
                                      device=args.device or "auto", data_dir=args.data_dir,
                                      download=not args.no_download, checkpoint=args.checkpoint)
             return 0
+        if mode == "samplers":
+            from inference.samplers.run import sampler_quality_run
+
+            sampler_quality_run(args.run, unique(args.sampler, ()),
+                                options=sampler_options(args), codes=args.codes,
+                                train_codes=args.train_codes,
+                                split=args.split, n=args.quality_samples, seed=args.seed,
+                                classifier_seed=args.classifier_seed,
+                                cache_dir=args.classifier_cache, device=args.device or "auto",
+                                data_dir=args.data_dir, download=not args.no_download,
+                                checkpoint=args.checkpoint, progress=not args.quiet)
+            return 0
         if mode == "quality":
             from inference.quality.run import quality_run
 
@@ -252,12 +264,30 @@ def eval_mode(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     if args.quality and args.disentanglement:
         raise ValueError("--quality and --disentanglement are two evaluations: run vae-eval "
                          "once for each")
-    mode = ("quality" if args.quality else "disentanglement" if args.disentanglement
-            else "likelihood")
+    mode = ("samplers" if args.quality and args.sampler else "quality" if args.quality
+            else "disentanglement" if args.disentanglement else "likelihood")
     context = {"likelihood": "without --quality or --disentanglement"}.get(
         mode, f"with {EVAL_MODE_NAMES[mode]}")
     refuse_unused(parser, args, {mode}, EVAL_MODES, EVAL_MODE_NAMES, context)
     return mode
+
+
+# vae-sample's flags that only sampling from the prior, or only --sampler, uses
+SAMPLE_MODES = {"temperature": ("prior",), "codes": ("sampler",), "sampler_epochs": ("sampler",),
+                "gmm_components": ("sampler",), "diffusion_steps": ("sampler",),
+                "train_codes": ("sampler",),
+                "data_dir": ("sampler",), "no_download": ("sampler",)}
+
+
+def sampler_options(args: argparse.Namespace) -> dict[str, dict]:
+    """The samplers' budget flags as options per sampler name."""
+    out: dict[str, dict] = {"diffusion": {"sample_steps": args.diffusion_steps}}
+    if args.sampler_epochs is not None:
+        for name in ("flow", "two-stage", "diffusion"):
+            out.setdefault(name, {})["epochs"] = args.sampler_epochs
+    if args.gmm_components:
+        out["gmm"] = {"components": tuple(args.gmm_components)}
+    return out
 
 
 def plot_main(argv: list[str] | None = None) -> int:
@@ -281,7 +311,21 @@ def sample_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def work() -> int:
+        refuse_unused(parser, args, {"sampler" if args.sampler else "prior"}, SAMPLE_MODES,
+                      {"sampler": "--sampler", "prior": "sampling from the prior"},
+                      "with --sampler" if args.sampler else "without --sampler")
         set_threads(args.threads)
+        if args.sampler:
+            from inference.samplers.run import sampler_sample_run
+
+            path = sampler_sample_run(args.run, args.sampler, options=sampler_options(args),
+                                      n=args.n, label=args.label, codes=args.codes,
+                                      train_codes=args.train_codes,
+                                      file=args.out, seed=args.seed,
+                                      device=args.device or "auto", checkpoint=args.checkpoint,
+                                      data_dir=args.data_dir, download=not args.no_download)
+            print(f"wrote {path}")
+            return 0
         path = sample_run(args.run, n=args.n, label=args.label, out=args.out, seed=args.seed,
                           device=args.device or "auto", temperature=args.temperature,
                           checkpoint=args.checkpoint)

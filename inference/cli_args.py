@@ -27,16 +27,22 @@ DISENTANGLEMENT_METRICS = ("beta_vae", "factor_vae", "mig", "sap", "dci", "modul
                            "unsupervised")
 # vae-eval's flags that only some of its modes use (the others work in every mode)
 EVAL_MODES: dict[str, tuple[str, ...]] = {
-    "split": ("likelihood", "quality"), "limit": ("likelihood", "quality"),
+    "split": ("likelihood", "quality", "samplers"), "limit": ("likelihood", "quality"),
     "num_samples": ("likelihood",), "chunk_size": ("likelihood",),
     "batch_size": ("likelihood",), "fast": ("likelihood",),
     "metrics": ("disentanglement",), "metric_scale": ("disentanglement",),
-    "quality_samples": ("quality",), "pixels": ("quality",), "classifier_seed": ("quality",),
-    "classifier_cache": ("quality",),
+    "quality_samples": ("quality", "samplers"), "pixels": ("quality",),
+    "classifier_seed": ("quality", "samplers"),
+    "classifier_cache": ("quality", "samplers"), "sampler": ("quality", "samplers"),
+    "codes": ("samplers",), "sampler_epochs": ("samplers",), "gmm_components": ("samplers",),
+    "diffusion_steps": ("samplers",), "train_codes": ("samplers",),
 }
+# the samplers of inference/samplers (kept here so that parsing does not import them)
+SAMPLER_NAMES = ("normal", "gmm", "flow", "two-stage", "diffusion")
 EVAL_MODE_NAMES = {"likelihood": "the likelihood (vae-eval without --quality or "
                                  "--disentanglement)",
-                   "quality": "--quality", "disentanglement": "--disentanglement"}
+                   "quality": "--quality", "disentanglement": "--disentanglement",
+                   "samplers": "--quality --sampler"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -248,9 +254,30 @@ def eval_parser() -> argparse.ArgumentParser:
     a("--metric-scale", type=float, default=1.0,
       help="--disentanglement: multiply disentanglement_lib's sample sizes (default 1.0)")
     _quality(a)
+    a("--sampler", nargs="+", action="extend", metavar="NAME",
+      type=names_list(SAMPLER_NAMES, "sampler"),
+      help=f"--quality: draw z from latent samplers fitted on the training codes instead of "
+           f"the prior, one row each: some of {', '.join(SAMPLER_NAMES)} (default: none, "
+           f"the prior)")
+    _sampler_budget(a)
     _checkpoint(a)
     _common(a)
     return p
+
+
+def _sampler_budget(a) -> None:
+    a("--codes", choices=("mean", "draw"), default="mean",
+      help="--sampler: fit on the guide's means of q(z | x) (default) or one draw each")
+    a("--train-codes", type=int, default=20_000,
+      help="--sampler: fit on a random N of the training split's codes, drawn as vae-train "
+           "--train-limit draws its images (default 20000)")
+    a("--sampler-epochs", type=int,
+      help="--sampler: training epochs of flow, two-stage and diffusion (default: 30, 30, 60)")
+    a("--gmm-components", type=_widths, metavar="K,K",
+      help="--sampler gmm: component counts tried, the best on validation codes kept "
+           "(default 1,5,10,20)")
+    a("--diffusion-steps", type=int, default=100,
+      help="--sampler diffusion: sampling steps of the respaced schedule (default 100)")
 
 
 def _quality(a) -> None:
@@ -296,8 +323,13 @@ def sample_parser() -> argparse.ArgumentParser:
     a("--out", type=Path, help="PNG file (default <run>/samples/<settings>.png, named by "
                                "-n, --label, --temperature, --seed and --checkpoint)")
     a("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    a("--sampler", choices=SAMPLER_NAMES,
+      help=f"draw z from a latent sampler fitted on the training codes (on first use; then "
+           f"reused from <run>/samplers): one of {', '.join(SAMPLER_NAMES)} (default: none, "
+           f"the prior)")
+    _sampler_budget(a)
     _checkpoint(a)
-    _common(a, data=False)
+    _common(a)
     return p
 
 

@@ -94,7 +94,7 @@ def other_value(action) -> list[str]:
         return [str((action.default or 0) + 0.5)]
     kind = getattr(action.type, "__name__", "")
     if kind == "parse":  # a names_list
-        return ["mig"] if action.dest == "metrics" else ["noise"]
+        return {"metrics": ["mig"], "sampler": ["gmm"]}.get(action.dest, ["noise"])
     if kind in ("_widths", "_json_dict"):
         return {"_widths": ["64"], "_json_dict": ['{"a": 1}']}[kind]
     return ["elsewhere"]
@@ -110,7 +110,8 @@ def refused(capsys, main, argv) -> str:
 
 
 EVAL_MODE_FLAGS = {"likelihood": [], "quality": ["--quality"],
-                   "disentanglement": ["--disentanglement"]}
+                   "disentanglement": ["--disentanglement"],
+                   "samplers": ["--quality", "--sampler", "gmm"]}
 
 
 @pytest.mark.parametrize("mode", EVAL_MODE_FLAGS)
