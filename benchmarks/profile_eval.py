@@ -4,8 +4,8 @@ hand-written IWAE chunk of ``bench_eval.py``, operator by operator (``torch.prof
 One chunk of the default sizes (:func:`inference.marginal.default_sizes`) for 200 test
 points at K = 1000: the guide's networks on the batch, then K' particles through the
 decoder and every log-density. Each path runs ``--repeats`` chunks under the profiler after
-one warm-up chunk; the table lists the operators that take the most self CPU time, in
-milliseconds per chunk, for each path side by side.
+one warm-up chunk, the paths' chunks interleaved; the table lists the operators that take
+the most self CPU time, in milliseconds per chunk, for each path side by side.
 
     python benchmarks/profile_eval.py
     python benchmarks/profile_eval.py --num-samples 5000 --top 12
@@ -29,14 +29,20 @@ from inference.traces import particle_dim
 from models import make_model
 
 
-def per_op(fn, repeats: int) -> dict[str, float]:
-    """Self CPU milliseconds per call of each operator, and the total under ``"total"``."""
-    fn()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(repeats):
-            fn()
-    ops = {e.key: e.self_cpu_time_total / 1000 / repeats for e in prof.key_averages()}
-    ops["total"] = sum(ops.values())
+def per_op(runs: dict, repeats: int) -> dict[str, dict[str, float]]:
+    """Self CPU milliseconds per call of each operator of each path (and ``"total"``), the
+    paths' calls interleaved so that a shared machine's drifts hit them alike."""
+    ops: dict[str, dict[str, float]] = {name: {} for name in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                fn()
+            for e in prof.key_averages():
+                ops[name][e.key] = ops[name].get(e.key, 0) + e.self_cpu_time_total / 1000 / repeats
+    for o in ops.values():
+        o["total"] = sum(o.values())
     return ops
 
 
@@ -63,7 +69,7 @@ def main() -> None:
 
     runs = {"hand-written": lambda: reference_iwae(model, guide, xb, chunk, batch, chunk),
             "default (iw_log_likelihood chunk)": ours}
-    ops = {name: per_op(fn, args.repeats) for name, fn in runs.items()}
+    ops = per_op(runs, args.repeats)
     names = sorted({k for o in ops.values() for k in o if k != "total"},
                    key=lambda k: -max(o.get(k, 0) for o in ops.values()))[: args.top]
     head = ("| operator | " + " | ".join(f"{n} ms" for n in runs) + " |\n| --- |"
