@@ -203,8 +203,8 @@ class Captured:
                 setattr(o, a, value)
         if not self.joint:
             return out
-        wrt = [t for s, kept in zip(states, self.states, strict=True)
-               for t, p in zip(s.values(), kept.values(), strict=True) if p.requires_grad]
+        wrt = [t for s, own in zip(states, self.states, strict=True)
+               for t, p in zip(s.values(), own.values(), strict=True) if p.requires_grad]
         return out.detach(), list(torch.autograd.grad(out, wrt, allow_unused=True))
 
     def _capture(self, x, y) -> Callable | None:
