@@ -11,7 +11,11 @@ Timings run first, with the default allocator; the memory runs come after, with 
 buffer over 1 MiB forced to mmap so that freed memory leaves the process and the
 high-water mark sees each run's own peak.
 
-    python benchmarks/bench_eval.py                        # K=5000, 200 MNIST-shaped points
+``ours, default`` is ``iw_log_likelihood`` with its defaults (``fast="auto"``: compiled
+only when the main chunk shape recurs often enough to pay for compiling).
+
+    python benchmarks/bench_eval.py                  # K = 100, 1000, 5000; 200 test points
+    python benchmarks/bench_eval.py --paths "ours, default" --threads 1 2 --no-memory
     python benchmarks/bench_eval.py --points 1000 --device cuda
 """
 
@@ -20,12 +24,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import math
+import os
 import statistics
 import time
 from pathlib import Path
 
 import pyro
 import torch
+from provenance import write_table
 from pyro.infer.importance import vectorized_importance_weights
 from torch.nn import functional as F
 
@@ -125,50 +131,87 @@ def peak_mib(fn, device) -> float:
     return mem.mib
 
 
+def paths(model, guide, x, k: int, batch: int, chunk: int, which: list[str]) -> dict:
+    """The estimators timed at K = ``k``: the reference and the paths asked for."""
+    ours = lambda fast: lambda: iw_log_likelihood(model, guide, x, num_samples=k,  # noqa: E731
+                                                  fast=fast)
+    runs = {"reference": lambda: reference_iwae(model, guide, x, k, batch, chunk),
+            "ours, default": ours("auto"), "ours, fast=off": ours(False),
+            "ours, fast=compile": ours("compile"),
+            "pyro_vectorized": lambda: pyro_vectorized(model, guide, x, k, batch, chunk)}
+    return {name: fn for name, fn in runs.items() if name == "reference" or name in which}
+
+
+def measure(model, guide, x, k: int, args, device) -> list[str]:
+    """Table rows at K = ``k`` and the current thread count."""
+    batch, chunk = default_sizes(len(x), x.shape[1], k, None, None)
+    runs = paths(model, guide, x, k, batch, chunk, args.paths)
+    start = time.perf_counter()
+    estimates = {name: fn() for name, fn in runs.items()}  # warms every path up, compiles
+    print(f"K={k}: batches of {batch} points, chunks of {chunk} particles; warm-up "
+          f"(compiling included) {time.perf_counter() - start:.1f} s")
+    times = {name: [] for name in runs}
+    for r in range(args.repeats):  # interleaved and rotated, so drifts hit every path alike
+        names = list(runs)[r % len(runs):] + list(runs)[: r % len(runs)]
+        for name in names:
+            times[name].append(seconds(runs[name], device))
+    peaks = {}
+    if args.memory:  # last: on the CPU it makes every buffer over 1 MiB an mmap
+        peaks = {name: max(peak_mib(fn, device) for _ in range(2)) for name, fn in runs.items()}
+    means = ", ".join(f"{name} {est.mean():.3f}" for name, est in estimates.items()
+                      if name != "pyro_vectorized")  # that one is a joint bound per batch
+    print(f"mean log p(x) (warm-up draws): {means}")
+    rows = []
+    for name in runs:
+        ratios = [ref / t for t, ref in zip(times[name], times["reference"], strict=True)]
+        mem = (f"{peaks[name]:.1f} | {peaks[name] / peaks['reference']:.3f}" if peaks else
+               "– | –")
+        rows.append(f"| {k} | {torch.get_num_threads()} | {name} | "
+                    f"{len(x) / statistics.median(times[name]):.1f} | "
+                    f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f}) | "
+                    f"{mem} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--points", type=int, default=200)
-    p.add_argument("--num-samples", type=int, default=5000)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--points", type=int, default=200, help="test points (default 200)")
+    p.add_argument("--num-samples", type=int, nargs="+", default=[100, 1000, 5000],
+                   help="values of K (default: 100 1000 5000)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS),
+                   help="estimators timed against the reference (default: all)")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="torch thread counts, measured in turn (default: torch's own)")
+    p.add_argument("--no-memory", dest="memory", action="store_false",
+                   help="skip the peak-memory runs (default: measure them)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--table", default="speed-eval", help="table name under "
+                   "docs/benchmarks/tables/ (default speed-eval; 'none': print only)")
     args = p.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = make_model("bernoulli_mlp").to(device).eval()
     guide = make_guide("gaussian_mlp").to(device).eval()
     x = load_dataset("embedded", "test").x[: args.points].to(device)
-    batch, chunk = default_sizes(len(x), x.shape[1], args.num_samples, None, None)
-    print(f"{args.points} points x K={args.num_samples} on {device}: batches of {batch} points,"
-          f" chunks of {chunk} particles, median of {args.repeats}")
-    runs = {
-        "reference": lambda: reference_iwae(model, guide, x, args.num_samples, batch, chunk),
-        "ours, fast=off": lambda: iw_log_likelihood(model, guide, x, num_samples=args.num_samples,
-                                                    fast=False),
-        "ours, fast=compile": lambda: iw_log_likelihood(model, guide, x,
-                                                        num_samples=args.num_samples,
-                                                        fast="compile"),
-        "pyro_vectorized": lambda: pyro_vectorized(model, guide, x, args.num_samples, batch,
-                                                   chunk),
-    }
-    start = time.perf_counter()
-    estimates = {name: fn() for name, fn in runs.items()}  # warms every path up, compiles
-    print(f"warm-up (compiling included) took {time.perf_counter() - start:.1f} s")
-    times = {name: [] for name in runs}
-    for _ in range(args.repeats):  # interleaved, so drifts hit every estimator alike
-        for name, fn in runs.items():
-            times[name].append(seconds(fn, device))
-    # Memory last: on the CPU it changes the allocator (mmap for every buffer over 1 MiB),
-    # which would slow the timings above with page faults.
-    peaks = {name: max(peak_mib(fn, device) for _ in range(2)) for name, fn in runs.items()}
-    means = ", ".join(f"{name} {est.mean():.3f}" for name, est in estimates.items()
-                      if name != "pyro_vectorized")  # that one is a joint bound per batch
-    print(f"mean log p(x) (warm-up draws): {means}")
-    ref_t, ref_m = statistics.median(times["reference"]), peaks["reference"]
-    print("estimator          | points/s | peak MiB | throughput ratio | memory ratio")
-    for name in runs:
-        t, m = statistics.median(times[name]), peaks[name]
-        print(f"{name:18s} | {len(x) / t:8.1f} | {m:8.1f} | {ref_t / t:16.3f} | "
-              f"{m / ref_m:12.3f}")
+    head = ("| K | threads | estimator | points/s | throughput vs reference (median, range) | "
+            "peak MiB | memory vs reference |\n| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"{args.points} points on {device}, load {os.getloadavg()[0]:.2f}, median of "
+          f"{args.repeats} interleaved rounds\n{head}")
+    rows = []
+    for threads in args.threads or [torch.get_num_threads()]:
+        torch.set_num_threads(threads)
+        for k in args.num_samples:
+            rows += measure(model, guide, x, k, args, device)
+    print(f"load at the end {os.getloadavg()[0]:.2f}")
+    if args.table != "none":
+        write_table(args.table, head + "\n" + "\n".join(rows),
+                    budget=f"{args.points} test points, {args.repeats} interleaved rounds per "
+                    f"K after a warm-up that includes compiling", seeds="0")
+
+
+PATHS = ["ours, default", "ours, fast=off", "ours, fast=compile", "pyro_vectorized"]
 
 if __name__ == "__main__":
     main()

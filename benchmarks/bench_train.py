@@ -11,7 +11,13 @@ reported, which cancels the slow drifts of a shared machine. Denormal floats
 are flushed to zero for every path: otherwise a path that has drifted into denormals
 measures the CPU's slow path, not our code.
 
-    python benchmarks/bench_train.py                          # CPU, batch 128 and 1024
+Paths: ``fit default`` is what ``fit`` runs with its defaults (``fast="auto"``: on a CPU the
+joint forward-backward graph, and fused Adam, :func:`inference.train.default_optimizer`);
+``fast=off`` is Pyro's own objective (same optimizer); ``fast=compile`` adds inductor. The
+hand-written reference uses ``torch.optim.Adam`` as a user would write it.
+
+    python benchmarks/bench_train.py                          # CPU, batch 20, 128 and 1024
+    python benchmarks/bench_train.py --paths default --threads 1 2 --rounds 7
     python benchmarks/bench_train.py --device cuda --batch-sizes 128 1024
 """
 
@@ -20,17 +26,19 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import statistics
 import time
 
 import pyro
 import torch
+from provenance import write_table
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.nn import functional as F
 
 from guides import make_guide
 from inference import capture, load_dataset
-from inference.train import Trainer, parameters
+from inference.train import Trainer, default_optimizer, parameters
 from models import make_model
 
 LOG_2PI = math.log(2 * math.pi)
@@ -74,7 +82,7 @@ class Reference:
 
 class Ours:
     def __init__(self, model, guide, loss, **trainer_kwargs):
-        opt = torch.optim.Adam(parameters(model, guide), lr=1e-3)
+        opt = default_optimizer(parameters(model, guide), lr=1e-3)
         self.trainer = Trainer(model, guide, loss, opt, seed=0, clip_norm=None, progress=False,
                                **trainer_kwargs)
         self.initial = copy.deepcopy((model.state_dict(), guide.state_dict()))
@@ -87,7 +95,7 @@ class Ours:
         self.trainer.model.load_state_dict(self.initial[0])
         self.trainer.guide.load_state_dict(self.initial[1])
         params = parameters(self.trainer.model, self.trainer.guide)
-        self.trainer.optimizer = torch.optim.Adam(params, lr=1e-3)
+        self.trainer.optimizer = default_optimizer(params, lr=1e-3)
 
     def step(self, x):
         with pyro.validation_enabled(False):
@@ -107,23 +115,59 @@ def time_steps(path, batches, warmup: int) -> float:
     return (time.perf_counter() - start) / (len(batches) - warmup) * 1000
 
 
-def make_paths(kind: str, model, guide) -> dict:
+PATHS = {"default": ("fit default", "auto"), "off": ("fit, fast=off", False),
+         "compile": ("fit, fast=compile", "compile")}
+
+
+def make_paths(kind: str, model, guide, which: list[str]) -> dict:
     """Fresh copies of the same initial weights for each path of one objective."""
     fresh = lambda: (copy.deepcopy(model), copy.deepcopy(guide))  # noqa: E731
     loss, analytic = (Trace_ELBO, False) if kind == "Trace_ELBO" else (TraceMeanField_ELBO, True)
-    return {"reference": Reference(*fresh(), analytic_kl=analytic),
-            "fit, fast=off": Ours(*fresh(), loss(), fast=False),
-            "fit, fast=auto": Ours(*fresh(), loss(), fast="auto"),
-            "fit, fast=compile": Ours(*fresh(), loss(), fast="compile")}
+    paths = {"reference": Reference(*fresh(), analytic_kl=analytic)}
+    for key in which:
+        name, fast = PATHS[key]
+        paths[name] = Ours(*fresh(), loss(), fast=fast)
+    return paths
+
+
+def measure(kind: str, b: int, data, model, guide, args) -> list[str]:
+    """Table rows of one objective and batch size at the current thread count."""
+    batches = list(data[: b * (args.steps + args.warmup)].split(b))
+    times: dict[str, list[float]] = {}
+    paths = list(make_paths(kind, model, guide, args.paths).items())
+    for _, path in paths:  # build graphs and compile before any timing
+        time_steps(path, batches[: args.warmup + 1], args.warmup)
+    for r in range(args.rounds):
+        for name, path in paths[r % len(paths):] + paths[: r % len(paths)]:  # rotate
+            path.reset()
+            torch.manual_seed(1)
+            times.setdefault(name, []).append(time_steps(path, batches, args.warmup))
+    rows = []
+    for name, ts in times.items():
+        ratios = [t / ref for t, ref in zip(ts, times["reference"], strict=True)]
+        rows.append(f"| {kind} | {b} | {torch.get_num_threads()} | {name} | "
+                    f"{statistics.median(ts):.3f} | {statistics.median(ratios):.3f} "
+                    f"({min(ratios):.3f}–{max(ratios):.3f}) |")
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=9)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[20, 128, 1024],
+                   help="batch sizes (default: 20 128 1024)")
+    p.add_argument("--objectives", nargs="+", default=["Trace_ELBO", "TraceMeanField_ELBO"],
+                   choices=["Trace_ELBO", "TraceMeanField_ELBO"], help="default: both")
+    p.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS),
+                   help="paths of fit timed against the reference (default: all)")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="torch thread counts, measured in turn (default: torch's own)")
+    p.add_argument("--steps", type=int, default=100, help="timed steps per round (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
+    p.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--table", default="speed-train", help="table name under "
+                   "docs/benchmarks/tables/ (default speed-train; 'none': print only)")
     args = p.parse_args()
     device = torch.device(args.device)
     torch.set_flush_denormal(True)
@@ -131,27 +175,23 @@ def main() -> None:
     torch.manual_seed(0)
     model = make_model("bernoulli_mlp").to(device)
     guide = make_guide("gaussian_mlp").to(device)
-    print(f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"median of {args.rounds} rounds of {args.steps} steps after {args.warmup} warm-up")
-    print("objective           | batch | path                 |  ms/step | vs reference "
-          "(median, range)")
-    for kind in ("Trace_ELBO", "TraceMeanField_ELBO"):
-        for b in args.batch_sizes:
-            batches = list(data[: b * (args.steps + args.warmup)].split(b))
-            times: dict[str, list[float]] = {}
-            paths = list(make_paths(kind, model, guide).items())
-            for _, path in paths:  # build graphs and compile before any timing
-                time_steps(path, batches[: args.warmup + 1], args.warmup)
-            for r in range(args.rounds):
-                for name, path in paths[r % 4:] + paths[: r % 4]:  # rotate the order
-                    path.reset()
-                    torch.manual_seed(1)
-                    times.setdefault(name, []).append(time_steps(path, batches, args.warmup))
-            for name, ts in times.items():
-                ratios = [t / ref for t, ref in zip(ts, times["reference"], strict=True)]
-                print(f"{kind:19s} | {b:5d} | {name:20s} | {statistics.median(ts):8.3f} | "
-                      f"{statistics.median(ratios):6.3f} ({min(ratios):.3f} to "
-                      f"{max(ratios):.3f})")
+    head = ("| objective | batch | threads | path | ms/step | vs reference (median, range) |\n"
+            "| --- | --- | --- | --- | --- | --- |")
+    print(f"{device}, torch {torch.__version__}, load {os.getloadavg()[0]:.2f}; median of "
+          f"{args.rounds} rounds of {args.steps} steps after {args.warmup} warm-up\n{head}")
+    rows = []
+    for threads in args.threads or [torch.get_num_threads()]:
+        torch.set_num_threads(threads)
+        for kind in args.objectives:
+            for b in args.batch_sizes:
+                rows += measure(kind, b, data, model, guide, args)
+    print(f"load at the end {os.getloadavg()[0]:.2f}")
+    if args.table != "none":
+        write_table(args.table, head + "\n" + "\n".join(rows),
+                    budget=f"{args.rounds} interleaved rounds of {args.steps} steps after "
+                    f"{args.warmup} warm-up per path, real MNIST batches",
+                    seeds="0 (weights), 1 (draws)")
+
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,9 @@ from inference.objectives import lean_equivalent
 from inference.programs import ParamsAsGiven, owner
 
 CAPTURE_AFTER = 20  # calls with one input shape before it is captured: short runs stay eager
+# Training graphs hold the backward pass too (one joint graph replays loss and gradients,
+# without autograd's engine); False keeps a forward graph and autograd's backward.
+JOINT = True
 
 
 def _close(a: list, b: list) -> bool:
@@ -68,6 +71,28 @@ def same_outputs(first, second, x: torch.Tensor, y: torch.Tensor | None, *,
     return True, "the same value" + (" and gradients" if params else "")
 
 
+def same_step(joint, eager, x: torch.Tensor, y: torch.Tensor | None,
+              params: list[torch.Tensor]) -> tuple[bool, str]:
+    """Whether a joint graph's (loss, gradients) are the eager loss and its gradients with
+    respect to ``params``, under the same random draws; (equal?, what they gave)."""
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            with torch.no_grad():
+                loss, grads = joint(x, y)
+            torch.manual_seed(0)
+            plain = eager(x, y)
+            want = list(torch.autograd.grad(plain, params, allow_unused=True))
+    except Exception as e:  # a user's program can fail in any way; the caller falls back
+        return False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if not _close([loss], [plain.detach()]):
+        return False, f"{loss.sum().item():.6g} vs {plain.sum().item():.6g}"
+    if not _close(list(grads), want):
+        return False, "the same value but different gradients"
+    return True, "the same value and gradients"
+
+
 def _owners(model, guide) -> list[torch.nn.Module]:
     """The distinct modules whose parameters the two programs run on."""
     out: list[torch.nn.Module] = []
@@ -98,8 +123,9 @@ class Captured:
 
     def __init__(self, fn: Callable, model, guide, *, compile: bool = False,
                  capture_after: int | float | None = None, grad: bool = True,
-                 live: list[tuple[Any, str]] | None = None):
+                 live: list[tuple[Any, str]] | None = None, joint: bool = False):
         self.fn, self.model, self.guide, self.compile, self.grad = fn, model, guide, compile, grad
+        self.joint = joint and grad and not compile  # graphs of (loss, gradients): see step
         self.live = list(live or [])  # (object, attribute): tensors read as graph inputs
         self.capture_after = capture_after
         self.modules = _owners(model, guide)
@@ -112,7 +138,8 @@ class Captured:
     @property
     def note(self) -> str:
         shapes = [str(tuple(key[0])) for key, graph in self.graphs.items() if graph is not None]
-        kind = "graph captured and compiled" if self.compile else "graph captured"
+        kind = ("graph captured and compiled" if self.compile else
+                "joint forward-backward graph captured" if self.joint else "graph captured")
         after = CAPTURE_AFTER if self.capture_after is None else self.capture_after
         done = (f"{kind} for batch shape " + ", ".join(shapes) if shapes else "eager" if
                 after == math.inf else f"eager until a batch shape has been seen {after} times")
@@ -121,7 +148,8 @@ class Captured:
     def eager(self, x: torch.Tensor, y: torch.Tensor | None):
         return self.fn(self.model, self.guide, x, y)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor | None):
+    def _graph(self, x: torch.Tensor, y: torch.Tensor | None) -> Callable | None:
+        """The graph for this input shape, captured once the shape has recurred enough."""
         key = (x.shape, x.dtype, x.device, None if y is None else (y.shape, y.dtype))
         graph = self.graphs.get(key)
         if graph is None and key not in self.graphs:
@@ -129,7 +157,28 @@ class Captured:
             after = CAPTURE_AFTER if self.capture_after is None else self.capture_after
             if self.seen[key] >= after:
                 graph = self.graphs[key] = self._capture(x, y)
+        return graph
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None):
+        if self.joint:
+            raise TypeError("a joint graph returns gradients too: call step(x, y)")
+        graph = self._graph(x, y)
         return self.eager(x, y) if graph is None else self._run(graph, x, y)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The loss, detached, with its gradients accumulated into the parameters'
+        ``.grad``: from the joint graph (no autograd) once captured, by backward before."""
+        graph = self._graph(x, y)
+        if graph is None or not self.joint:
+            loss = self.eager(x, y) if graph is None else self._run(graph, x, y)
+            loss.backward()
+            return loss.detach()
+        with torch.no_grad():
+            loss, grads = self._run(graph, x, y)
+        for p, g in zip(self._params(), grads, strict=True):
+            if g is not None:  # a parameter shared by two modules gets both parts
+                p.grad = g if p.grad is None else p.grad + g
+        return loss
 
     def _run(self, graph: Callable, x, y):
         return graph(x, y, list(self.states), [getattr(o, a) for o, a in self.live])
@@ -140,22 +189,31 @@ class Captured:
             return None
         return [p for s in self.states for p in s.values() if p.requires_grad]
 
-    def _capture(self, x, y) -> Callable | None:
-        def functional(x, y, states, live):  # a plain function for make_fx
-            kept = [getattr(o, a) for o, a in self.live]
-            try:  # the live tensors (e.g. a handler's β) become inputs of the graph
-                for (o, a), value in zip(self.live, live, strict=True):
-                    setattr(o, a, value)
-                with _swapped(self.modules, states), ParamsAsGiven():
-                    return self.fn(self.model, self.guide, x, y)
-            finally:
-                for (o, a), value in zip(self.live, kept, strict=True):
-                    setattr(o, a, value)
+    def _functional(self, x, y, states, live):
+        """``fn`` as a plain function of its inputs, for make_fx; in joint mode it returns
+        (loss, gradients with respect to the trainable tensors of ``states``)."""
+        kept = [getattr(o, a) for o, a in self.live]
+        try:  # the live tensors (e.g. a handler's β) become inputs of the graph
+            for (o, a), value in zip(self.live, live, strict=True):
+                setattr(o, a, value)
+            with _swapped(self.modules, states), ParamsAsGiven():
+                out = self.fn(self.model, self.guide, x, y)
+        finally:
+            for (o, a), value in zip(self.live, kept, strict=True):
+                setattr(o, a, value)
+        if not self.joint:
+            return out
+        wrt = [t for s, own in zip(states, self.states, strict=True)
+               for t, p in zip(s.values(), own.values(), strict=True) if p.requires_grad]
+        return out.detach(), list(torch.autograd.grad(out, wrt, allow_unused=True))
 
-        detached = [{k: v.detach() for k, v in s.items()} for s in self.states]
+    def _capture(self, x, y) -> Callable | None:
+        detached = [{k: v.detach().requires_grad_(self.joint and v.requires_grad)
+                     for k, v in s.items()} for s in self.states]
         live = [getattr(o, a).detach() for o, a in self.live]
         try:
-            graph = make_fx(functional, tracing_mode="fake")(x, y, detached, live)
+            graph = make_fx(lambda x, y, states, lv: self._functional(x, y, states, lv),
+                            tracing_mode="fake")(x, y, detached, live)
         except Exception as e:  # data-dependent control flow, unsupported operations
             self.refusals.append(f"capture refused for shape {tuple(x.shape)} "
                                  f"({type(e).__name__}), eager instead")
@@ -163,7 +221,8 @@ class Captured:
         graph.graph.eliminate_dead_code()
         graph.recompile()
         run = lambda a, b: self._run(graph, a, b)  # noqa: E731
-        ok, detail = same_outputs(run, self.eager, x, y, params=self._params())
+        ok, detail = (same_step(run, self.eager, x, y, self._params()) if self.joint else
+                      same_outputs(run, self.eager, x, y, params=self._params()))
         if not ok:
             self.refusals.append(f"capture refused for shape {tuple(x.shape)}: graph and "
                                  f"eager gave {detail}")
@@ -229,7 +288,8 @@ class FastPath:
             on_cuda = any(p.is_cuda for m in _owners(model, guide) for p in m.parameters())
             compile = fast == "compile" or (fast == "auto" and on_cuda)
             self.captured = Captured(lean.differentiable_loss, model, guide, compile=compile,
-                                     live=live, capture_after=math.inf if why else None)
+                                     live=live, capture_after=math.inf if why else None,
+                                     joint=JOINT)
             self._reason = f"on ({type(lean).__name__}" + (f", eager: {why})" if why else ")")
 
     @property
@@ -240,8 +300,9 @@ class FastPath:
     def reason(self) -> str:
         return self._reason + ("" if self.captured is None else f"; {self.captured.note}")
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.captured(x, y)
+    def step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The batch loss (detached), its gradients accumulated (:meth:`Captured.step`)."""
+        return self.captured.step(x, y)
 
     def verify(self, x: torch.Tensor, y: torch.Tensor | None) -> bool:
         if self.captured is None:

@@ -40,7 +40,7 @@ from inference.run_folder import stale_results
 from inference.semisupervised import SemiSupervisedData, accuracy
 from inference.traces import kl_forms
 from inference.tracking import JsonlLog, MlflowLog, TensorBoardLog
-from inference.train import fit, resolve_device
+from inference.train import default_optimizer, fit, resolve_device
 from inference.visualize import save_figures
 from models import MODELS, make_model, tie
 
@@ -208,7 +208,7 @@ def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], 
                       loss=make_loss(config, len(data["train"])), epochs=config.epochs,
                       batch_size=config.batch_size,
                       lr=config.lr, device=device, seed=config.seed,
-                      optimizer=lambda p: torch.optim.Adam(p, lr=config.lr, eps=config.adam_eps),
+                      optimizer=lambda p: default_optimizer(p, lr=config.lr, eps=config.adam_eps),
                       lr_schedule=SCHEDULES[config.schedule], beta=beta,
                       clip_norm=config.clip_norm, patience=config.patience, divergence=divergence,
                       checkpoint=ckpt, resume=resume, progress=progress, config=saved,

@@ -30,8 +30,8 @@ from inference.validate import (
     positive_int,
 )
 
-__all__ = ["History", "Trainer", "TrainingDiverged", "epoch_summary", "fit", "iwae_schedule",
-           "parameters", "read_path", "resolve_device"]
+__all__ = ["History", "Trainer", "TrainingDiverged", "default_optimizer", "epoch_summary", "fit",
+           "iwae_schedule", "parameters", "read_path", "resolve_device"]
 
 
 def iwae_schedule(epoch: int) -> float:
@@ -52,6 +52,17 @@ def parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
             if p.requires_grad:
                 seen.setdefault(id(p), p)
     return list(seen.values())
+
+
+def default_optimizer(params, lr: float = 1e-3, eps: float = 1e-8) -> torch.optim.Optimizer:
+    """``fit``'s optimizer: torch's Adam, its fused kernel (one pass over every parameter
+    per step) where the parameters' device and dtypes allow it, the loop of tensors
+    (foreach) otherwise. Both compute Adam's update; they differ only in float rounding."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not take
+        return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
 def fit(model, guide, train: Any, *, valid: Any = None, test: Any = None,
@@ -75,10 +86,10 @@ def fit(model, guide, train: Any, *, valid: Any = None, test: Any = None,
     :class:`TensorData`, a torch ``Dataset`` or the path of your own data (every row of a
     folder of images, an array file or a table: :func:`read_path`). ``loss``: any Pyro ELBO
     (default ``Trace_ELBO()``). ``optimizer``: a function of the parameters (default
-    ``torch.optim.Adam(params, lr=lr)``), one optimizer over all parameters of the pair,
-    found as Pyro's SVI finds them (:func:`~inference.pair.as_pair`). The pair and the data
-    are checked once (:func:`~inference.check_pair`), then the hot loop runs with Pyro's
-    validation off.
+    :func:`default_optimizer`, torch's Adam at ``lr``, fused where it can be), one optimizer
+    over all parameters of the pair, found as Pyro's SVI finds them
+    (:func:`~inference.pair.as_pair`). The pair and the data are checked once
+    (:func:`~inference.check_pair`), then the hot loop runs with Pyro's validation off.
 
     After every epoch the validation data (``valid``) and a fixed random ``train_eval_points``
     of the training points (stratified by label) are scored with one draw of z per point
@@ -117,7 +128,7 @@ def fit(model, guide, train: Any, *, valid: Any = None, test: Any = None,
     pair, data = _prepare(model, guide, {"train": train, "valid": valid, "test": test},
                           device, batch_size, sites)
     loss = Trace_ELBO() if loss is None else loss
-    make_opt = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
+    make_opt = optimizer or functools.partial(default_optimizer, lr=lr)
     make_trainer = Trainer if replicas is None else functools.partial(DistributedTrainer,
                                                                       replicas=replicas)
     trainer = make_trainer(pair.model, pair.guide, loss, make_opt(pair.parameters()),

@@ -185,9 +185,10 @@ class Trainer:
             return self._step(x, y)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        if self.fast.active or hasattr(self.loss, "differentiable_loss"):
-            loss = (self.fast(x, y) if self.fast.active else
-                    self.loss.differentiable_loss(self.model, self.guide, x, y))
+        if self.fast.active:
+            value = self.fast.step(x, y)
+        elif hasattr(self.loss, "differentiable_loss"):
+            loss = self.loss.differentiable_loss(self.model, self.guide, x, y)
             loss.backward()
             value = loss.detach()
         else:  # objectives such as RenyiELBO only offer loss_and_grads

@@ -10,7 +10,7 @@ from pyro.nn import PyroModule
 from guides import make_guide
 from inference import capture, fit
 from inference.objectives import MeanFieldELBO, ParticleELBO, lean_equivalent
-from inference.train import Trainer, parameters
+from inference.train import Trainer, default_optimizer, parameters
 from models import data_plate, make_model
 from models.distributions import BernoulliPixels
 from models.nets import StandardNormal
@@ -162,14 +162,80 @@ def test_the_fast_loss_reads_nothing_back_from_the_device(binary_x, monkeypatch)
     x = binary_x[:16]
     counts = {}
     with pyro.validation_enabled(False):
-        trainer.fast(x, None)  # captures the graph
-        for name, loss in (("fast", lambda: trainer.fast(x, None)),
-                           ("pyro", lambda: Trace_ELBO().differentiable_loss(model, guide, x))):
+        trainer.fast.step(x, None)  # captures the graph
+        pyro_step = lambda: Trace_ELBO().differentiable_loss(model, guide, x).backward()  # noqa: E731
+        for name, step in (("fast", lambda: trainer.fast.step(x, None)), ("pyro", pyro_step)):
             reads.clear()
             for _ in range(3):
-                loss().backward()
+                step()
             counts[name] = len(reads)
     assert counts["fast"] == 0 and counts["pyro"] >= 3  # Pyro: at least one per loss
+
+
+@pytest.mark.parametrize("loss", [
+    Trace_ELBO(),
+    TraceMeanField_ELBO(),
+    Trace_ELBO(num_particles=3, vectorize_particles=True, max_plate_nesting=1),
+    TraceMeanField_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1),
+])
+def test_the_default_step_gives_pyros_svi_loss_and_gradients(loss, binary_x, monkeypatch):
+    """The default path's step (a joint forward-backward graph once captured) against the
+    plain Pyro SVI step (``loss_and_grads``, what ``SVI.step`` runs), same seed, 5 points."""
+    monkeypatch.setattr(capture, "CAPTURE_AFTER", 2)
+    model, guide = small_pair()
+    params = parameters(model, guide)
+    trainer = Trainer(model, guide, loss, default_optimizer(params), seed=0, clip_norm=None,
+                      progress=False, fast="auto")
+    x = binary_x[3:8]  # (5, 784): five distinct points
+    with pyro.validation_enabled(False), trainer.handled():
+        for seed in range(4):  # eager, eager (then captured), graph, graph
+            pyro.set_rng_seed(seed)
+            ours = trainer.fast.step(x, None)
+            got = [p.grad.clone() for p in params]
+            for p in params:
+                p.grad = None
+            pyro.set_rng_seed(seed)
+            theirs = loss.loss_and_grads(model, guide, x, None)
+            torch.testing.assert_close(ours.item(), theirs, rtol=1e-6, atol=0)
+            for g, p in zip(got, params, strict=True):
+                assert g.shape == p.shape
+                torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+                p.grad = None
+    assert "joint forward-backward graph captured for batch shape (5, 784)" in (
+        trainer.fast.reason)
+
+
+def test_the_joint_graph_is_refused_when_it_would_differ(binary_x, monkeypatch):
+    """A joint graph whose gradients differ from the eager ones is not used."""
+    monkeypatch.setattr(capture, "CAPTURE_AFTER", 1)
+    monkeypatch.setattr(capture, "_close", lambda a, b: len(a) == 1)  # gradients differ
+    model, guide = small_pair()
+    trainer = Trainer(model, guide, Trace_ELBO(), default_optimizer(parameters(model, guide)),
+                      seed=0, clip_norm=None, progress=False, fast="auto")
+    with pyro.validation_enabled(False):
+        value = trainer.fast.step(binary_x[:4], None)
+    assert "gave the same value but different gradients" in trainer.fast.reason
+    assert value.requires_grad is False and all(p.grad is not None for p in parameters(
+        model, guide))
+
+
+def test_the_default_optimizer_is_adam_fused_where_it_can_be(binary_x):
+    model, guide = small_pair()
+    fused = default_optimizer(parameters(model, guide), lr=1e-2, eps=1e-6)
+    assert isinstance(fused, torch.optim.Adam) and fused.defaults["fused"]
+    assert fused.defaults["eps"] == 1e-6
+    twin_model, twin_guide = small_pair()
+    plain = torch.optim.Adam(parameters(twin_model, twin_guide), lr=1e-2, eps=1e-6)
+    for opt, pair in ((fused, (model, guide)), (plain, (twin_model, twin_guide))):
+        for seed in range(3):
+            pyro.set_rng_seed(seed)
+            with pyro.validation_enabled(False):
+                Trace_ELBO().loss_and_grads(*pair, binary_x[:8], None)
+            opt.step()
+            opt.zero_grad()
+    torch.testing.assert_close(flat(model, guide), flat(twin_model, twin_guide))
+    ints = torch.nn.Linear(2, 2).to(torch.float16)  # no fused Adam for float16 on a CPU
+    assert isinstance(default_optimizer(ints.parameters()), torch.optim.Adam)
 
 
 def test_asking_for_the_impossible_is_clear(binary_x):
