@@ -126,12 +126,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def check_dataset(pair: Pair, data) -> None:
-    """Check every observed value of a tensor dataset against the model's likelihood."""
+    """Check every observed value of a tensor dataset against the model's likelihood; a
+    model whose data site observes something else than ``x`` (a function of the labels, as
+    the CVAE of Pyro's examples does) has the values of a first batch checked."""
     if isinstance(data, TensorData) and data.binarize == "none":
+        head = data.head(2)
         with whole_plates(2):
-            tr = pyro.poutine.trace(pair.model).get_trace(*data.head(2))
-        site = pair.sites.x
-        check_support(site, tr.nodes[site]["fn"].support, data.x)
+            tr = pyro.poutine.trace(pair.model).get_trace(*head)
+        node = tr.nodes[pair.sites.x]
+        value = node["value"]
+        observes_x = value.shape == head[0].shape and bool(torch.equal(value, head[0]))
+        check_support(pair.sites.x, node["fn"].support, data.x if observes_x else value)
 
 
 class Trainer:
