@@ -271,6 +271,7 @@ class MIWAE(IWAE):
             with torch.no_grad(), torch.random.fork_rng():
                 site = self._site[id(model)] = probe_sites(
                     model, guide, shown[:1], None if y is None else y[:1]).x
-        log_w, _, _ = masked_log_weights(model, guide, x, observed, y, self.num_particles,
+        filled = x.masked_fill(~observed, 0.0)  # the model sees 0 where a cell is missing
+        log_w, _, _ = masked_log_weights(model, guide, filled, observed, y, self.num_particles,
                                          self.particle_dim, views=[shown], site=site)
         return log_w  # (K, N)
