@@ -17,7 +17,8 @@ from guides import GUIDES
 from inference.datasets import BINARIZE, DATASETS
 from inference.disentangle import objectives as disentangling
 from inference.handlers import parse_anneal
-from inference.objectives import IWAE, MIWAE, STL, DReG, LogWeightObjective
+from inference.miwae import MIWAE
+from inference.objectives import IWAE, STL, DReG, LogWeightObjective
 from inference.semisupervised import SemiSupervisedELBO
 from inference.train import iwae_schedule
 from inference.validate import (

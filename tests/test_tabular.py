@@ -13,7 +13,8 @@ from guides import make_guide
 from inference import check_pair, fit
 from inference.check import DataError
 from inference.data import TensorData
-from inference.objectives import IWAE, MIWAE
+from inference.miwae import MIWAE
+from inference.objectives import IWAE
 from inference.owndata import impute_cli
 from inference.owndata.imputation import impute_table
 from inference.owndata.tables import read_table, scale
@@ -230,3 +231,14 @@ def test_tensor_data_mask_is_checked_and_carried():
         TensorData(x)
     with pytest.raises(DataError, match="mask must be a bool tensor"):
         TensorData(x.nan_to_num(), mask=torch.ones(3, 2))
+
+
+def test_every_flag_of_vae_impute_has_help_with_its_default_and_choices():
+    parser = impute_cli.impute_parser()
+    for action in [a for a in parser._actions if a.dest != "help" and a.option_strings]:
+        text = action.help or ""
+        assert "default" in text or action.required, action.dest
+        if action.default not in (None, False):
+            assert str(action.default) in text, action.dest
+        for choice in action.choices or ():
+            assert choice in text, (action.dest, choice)
