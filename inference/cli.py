@@ -82,9 +82,9 @@ def _busy_cores(seconds: float = 0.25) -> float | None:
 
 def default_threads() -> int:
     """The cores other processes leave free now, at least 1 (a quarter-second reading of
-    /proc/stat; elsewhere the one-minute load average). Measured on 2 cores (README,
-    "Threads"): idle, two threads ran the quick start's epochs about 20% faster than one;
-    beside one busy process, two threads were three times slower than one."""
+    /proc/stat; elsewhere the one-minute load average). Measured on 2 cores (docs:
+    benchmarks/threads): idle, two threads ran the quick start's epochs about 20% faster than
+    one; beside one busy process, two threads were three times slower than one."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
     busy = _busy_cores()
@@ -126,14 +126,17 @@ def registered(width: int = 100) -> str:
 
 def _config(args: argparse.Namespace) -> tuple[RunConfig, set[str]]:
     """Settings from ``--config`` and the flags (which win); the names set on purpose."""
+    from inference.owndata.load import data_defaults
+
     base = read_config_file(args.config) if args.config else {}
     given = {k: v for k, v in vars(args).items()
              if k in RunConfig.__dataclass_fields__ and v is not None}
-    return RunConfig.from_json({**base, **given}), set(base) | set(given)
+    settings = {**base, **given}
+    return RunConfig.from_json({**settings, **data_defaults(settings)}), set(base) | set(given)
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """vae-train; under torchrun every rank trains and rank 0 prints (README)."""
+    """vae-train; under torchrun every rank trains and rank 0 prints (docs: guide/distributed)."""
     try:
         return _train_main(argv)
     finally:
@@ -200,7 +203,8 @@ def final_line(metrics: dict, out: Path) -> str:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    """vae-eval; under torchrun the ranks share the points and rank 0 writes (README)."""
+    """vae-eval; under torchrun the ranks share the points and rank 0 writes
+    (docs: guide/distributed)."""
     try:
         return _eval_main(argv)
     finally:

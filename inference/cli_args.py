@@ -131,8 +131,11 @@ def train_parser() -> argparse.ArgumentParser:
     a("--config", type=Path, help="settings from a JSON or TOML file (a run's config.json "
                                   "replays it); flags override them (default: none)")
     a("--list", action="store_true", help="list the registered models and guides, and exit")
-    a("--model", help="generative model (default bernoulli_mlp; --list shows them)")
-    a("--guide", help="encoder (default gaussian_mlp; --list shows them)")
+    a("--model", help="generative model (default bernoulli_mlp; with --data: conv_rgb for "
+                      "images, gaussian_mlp for vectors, tabular for a table; --list shows "
+                      "them)")
+    a("--guide", help="encoder (default gaussian_mlp; with --data: as --model; --list shows "
+                      "them)")
     a("--z-dim", type=int, help="latent size, for model and guide (default: the classes' "
                                 "own, 50 for the MLPs)")
     a("--hidden", type=_widths, help="hidden widths, e.g. 400,400, for model and guide "
@@ -144,12 +147,24 @@ def train_parser() -> argparse.ArgumentParser:
     a("--guide-config", type=_json_dict, help="other guide arguments as JSON (default: none)")
     a("--dataset", choices=DATASETS, help=f"{', '.join(DATASETS)} (default: embedded, a "
                                           f"10,000-image MNIST subset in the package)")
+    a("--data", help="your own data instead of --dataset: a folder of images (class "
+                     "subfolders give labels), a .npy/.npz/.pt array file (x, and y if present) "
+                     "or a .csv/.parquet table (default: none)")
+    a("--image-size", type=int, help="--data images: resize the shorter side to N pixels and "
+                                     "centre-crop N x N (default: as stored, all one size)")
+    a("--channels", choices=("auto", "grey", "rgb"),
+      help="--data images: auto (default: grey when every image is stored grey, else rgb), "
+           "grey or rgb")
+    a("--test", type=int, help="--data: rows held out at random (stratified by label) for the "
+                               "test split (default: 10%% of the rows)")
+    a("--schema", help="--data table: a file of column types (default: inferred)")
     a("--binarize", choices=BINARIZE,
       help="grey-level datasets' pixels: dynamic (default: a fresh Bernoulli draw per "
-           "minibatch), static (one draw) or none (grey levels)")
+           "minibatch; none with --data), static (one draw) or none (grey levels)")
     a("--valid", type=int, help="training images held out for validation (default: the last "
                                 "10,000 of MNIST and Fashion-MNIST, 1,000 of embedded, 5,000 of "
-                                "the sprites; binarized-mnist has its own; 0: none)")
+                                "the sprites, 10%% of --data at random; binarized-mnist has its "
+                                "own; 0: none)")
     a("--train-limit", type=int, help="train on a random subset of N images (default: all)")
     a("--loss", choices=list(LOSSES),
       help="objective: trace (default), meanfield, tracegraph, iwae, dreg, stl, m2, vq; "

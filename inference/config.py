@@ -65,6 +65,11 @@ class RunConfig:
     model_config: dict[str, Any] = field(default_factory=dict)
     guide_config: dict[str, Any] = field(default_factory=dict)
     dataset: str = "embedded"
+    data: str | None = None  # a path: image folder, array file or table (inference.owndata)
+    image_size: int | None = None  # --data images: resized to this square (None: as stored)
+    channels: str = "auto"  # --data images: auto (as stored), grey or rgb
+    test: int | None = None  # --data: rows held out for the test split (None: 10%)
+    schema: str | None = None  # --data table: a schema file of its column types
     binarize: str = "dynamic"
     valid: int | None = None  # training images held out for validation (None: DEFAULT_VALID)
     train_limit: int | None = None  # train on a random subset of this many images (debugging)
@@ -96,7 +101,9 @@ class RunConfig:
                                   ("binarize", self.binarize, BINARIZE)):
             if not isinstance(name, str) or name not in names:
                 raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
-        for name in ("activation", "anneal", "device"):
+        if self.channels not in ("auto", "grey", "rgb"):
+            raise ValueError(f"unknown channels {self.channels!r}; choose one of auto, grey, rgb")
+        for name in ("activation", "anneal", "device", "data", "schema"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be a string, got {value!r}")
@@ -106,6 +113,8 @@ class RunConfig:
         optional(positive_int, "z_dim", self.z_dim)
         optional(positive_int, "labels", self.labels)
         optional(non_negative_int, "valid", self.valid)
+        optional(non_negative_int, "test", self.test)
+        optional(positive_int, "image_size", self.image_size)
         non_negative_int("prior_epochs", self.prior_epochs)
         optional(positive_int, "train_limit", self.train_limit)
         optional(positive_int, "patience", self.patience)

@@ -160,10 +160,22 @@ def _rows(name: str, split: str, valid: int, n: int) -> slice:
     return slice(n - valid, n) if split == "valid" else slice(0, n - valid)
 
 
-def load_dataset(name: str = "embedded", split: str = "train", *, binarize: str = "dynamic",
-                 data_dir: str | os.PathLike | None = None, download: bool = True,
-                 seed: int = 0, valid: int = 0) -> TensorData:
+def is_path(name: str | os.PathLike) -> bool:
+    """Whether ``name`` is the user's own data (a path) rather than one of :data:`DATASETS`."""
+    return isinstance(name, os.PathLike) or (name not in DATASETS and (
+        os.sep in str(name) or Path(name).suffix != "" or Path(name).exists()))
+
+
+def load_dataset(name: str | os.PathLike = "embedded", split: str = "train", *,
+                 binarize: str | None = None, data_dir: str | os.PathLike | None = None,
+                 download: bool = True, seed: int = 0, valid: int = 0,
+                 **options) -> TensorData:
     """Load one split as flat (N, 784) pixels in [0, 1] with labels where the set has them.
+
+    ``name`` may also be a path to your own data: a folder of images, an array file or a
+    table (:func:`inference.owndata.load.load_source`, whose ``image_size``, ``channels``,
+    ``test`` and ``schema`` are the ``options``); ``test`` and ``valid`` rows are then
+    held out at random, and ``binarize`` defaults to ``"none"``.
 
     ``split``: ``train``, ``valid`` or ``test``. ``binarized-mnist`` (Larochelle & Murray
     2011) has a file for each. For the others ``valid`` is the last ``valid`` images of the
@@ -173,8 +185,19 @@ def load_dataset(name: str = "embedded", split: str = "train", *, binarize: str 
     draw, seeded by ``seed``, so that scores are comparable across epochs); ``"static"`` one
     fixed draw; ``"none"`` grey levels / 255. ``binarized-mnist`` is binary already.
     """
+    if is_path(name):
+        part = _own(name, binarize, seed, valid, options).get(split)
+        if part is None:
+            raise ValueError(f"{name} has splits train, valid (with valid=N) and test, not "
+                             f"{split!r}" + ("; hold out rows with valid=N" if split == "valid"
+                                             else ""))
+        return part
+    if options:
+        raise TypeError(f"{', '.join(options)}: only for your own data (a path), not {name}")
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or "
+                         f"give a path to your own data")
+    binarize = "dynamic" if binarize is None else binarize
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {', '.join(BINARIZE)}, got {binarize!r}")
     if split not in ("train", "valid", "test"):
@@ -208,11 +231,25 @@ def load_dataset(name: str = "embedded", split: str = "train", *, binarize: str 
                       image_shape=IMAGE_SHAPE, info=info)
 
 
-def load_splits(name: str = "embedded", *, valid: int | None = None, **kwargs):
+def _own(path, binarize: str | None, seed: int, valid: int | None,
+         options: dict) -> dict[str, TensorData | None]:
+    from inference.owndata.load import load_source  # the readers, on demand
+
+    if binarize is not None and binarize not in BINARIZE:
+        raise ValueError(f"binarize must be one of {', '.join(BINARIZE)}, got {binarize!r}")
+    return load_source(path, valid=valid, seed=seed, binarize=binarize or "none", **options)[0]
+
+
+def load_splits(name: str | os.PathLike = "embedded", *, valid: int | None = None, **kwargs):
     """``(train, valid, test)`` of a dataset, the validation images held out as ``vae-train``
-    holds them out: ``valid`` training images (default :data:`DEFAULT_VALID`), or the valid
-    file of binarized-mnist. ``valid=0`` gives no validation split (None). ``kwargs``: those
-    of :func:`load_dataset`."""
+    holds them out: ``valid`` training images (default :data:`DEFAULT_VALID`, 10% of your
+    own data's rows), or the valid file of binarized-mnist. ``valid=0`` gives no validation
+    split (None). ``kwargs``: those of :func:`load_dataset`."""
+    if is_path(name):
+        for unused in ("data_dir", "download"):  # a path needs no data folder
+            kwargs.pop(unused, None)
+        splits = _own(name, kwargs.pop("binarize", None), kwargs.pop("seed", 0), valid, kwargs)
+        return splits["train"], splits["valid"], splits["test"]
     if name == "binarized-mnist":
         if valid:
             raise ValueError("binarized-mnist has its own validation file; leave valid unset "

@@ -3,7 +3,8 @@
 matplotlib is imported inside the functions, and figures are built with
 ``matplotlib.figure.Figure`` (no pyplot, no global state), so importing ``inference`` never
 loads it and figures render on headless machines. Images are flat rows of ``x`` laid out
-with ``image_shape`` (28 x 28 by default).
+with ``image_shape``: (height, width) for grey images (28 x 28 by default), (3, height,
+width) for colour ones, channels first.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ def _figure(width: float, height: float):
 
 def image_grid(images: torch.Tensor, rows: int, image_shape: Sequence[int] = IMAGE,
                pad: int = 1) -> torch.Tensor:
-    """Tile (n, D) flat images into one (H, W) array, row-major, ``pad`` pixels apart."""
-    h, w = image_shape
+    """Tile (n, D) flat images into one (H, W) array, or (H, W, 3) for colour images of
+    ``image_shape = (3, h, w)``, row-major, ``pad`` pixels apart."""
+    h, w = image_shape[-2:]
+    colour = len(image_shape) == 3 and image_shape[0] == 3
     n = len(images)
     cols = math.ceil(n / rows)
-    grid = torch.ones(rows * (h + pad) - pad, cols * (w + pad) - pad)
-    tiles = images.detach().float().cpu().reshape(n, h, w)
+    grid = torch.ones(rows * (h + pad) - pad, cols * (w + pad) - pad, *((3,) if colour else ()))
+    tiles = images.detach().float().cpu().clamp(0, 1)
+    tiles = tiles.reshape(n, 3, h, w).permute(0, 2, 3, 1) if colour else tiles.reshape(n, h, w)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
         grid[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = tile
@@ -93,8 +97,8 @@ def traversal_figure(images: torch.Tensor, dims: Sequence[int], kl: Sequence[flo
     ax = fig.subplots()
     _show(ax, grid, f"traversals from {values[0]:.1f} to {values[-1]:.1f}")
     ax.set_axis_on()
-    step = image_shape[0] + 1
-    ax.set_yticks([step * i + image_shape[0] / 2 for i in range(len(dims))],
+    step = image_shape[-2] + 1
+    ax.set_yticks([step * i + image_shape[-2] / 2 for i in range(len(dims))],
                   [f"z{d} (KL {k:.2f})" for d, k in zip(dims, kl, strict=True)], fontsize=7)
     ax.set_xticks([])
     return fig

@@ -32,6 +32,14 @@ def check_settings(config: RunConfig, explicit: set[str]) -> None:
     if "binarize" in explicit and config.dataset in ("binarized-mnist", "sprites", "dsprites"):
         raise ValueError(f"--binarize does nothing on {config.dataset}, whose images are "
                          f"binary already: drop it")
+    own = ("image_size", "channels", "test", "schema")
+    if config.data is None and set(own) & explicit:
+        name = next(n for n in own if n in explicit)
+        raise ValueError(f"--{name.replace('_', '-')} is for your own data (--data PATH); "
+                         f"{config.dataset} is a named dataset: drop it")
+    if config.data is not None and "dataset" in explicit:
+        raise ValueError(f"--dataset {config.dataset} and --data {config.data} name two data "
+                         f"sources: keep one")
     if "patience" in explicit and config.patience is not None and config.valid == 0:
         raise ValueError("--patience stops on the validation ELBO, and --valid 0 holds none "
                          "out: drop one of them")

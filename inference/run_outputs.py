@@ -35,8 +35,14 @@ def run_config(out: Path, saved: dict) -> RunConfig:
         raise CheckpointError(f"the configuration saved in {out} is damaged ({e})") from None
 
 
-def run_split(run: RunConfig, split: str, data_dir=None, download: bool = True) -> TensorData:
-    """A split of the run's dataset, binarized and held out as the run's were."""
+def run_split(run: RunConfig, split: str, data_dir=None, download: bool = True,
+              out: Path | None = None) -> TensorData:
+    """A split of the run's dataset, binarized and held out as the run's were; for a
+    ``--data`` run, read again and checked against ``out/data.json``."""
+    if run.data is not None:
+        from inference.owndata.load import run_split as own_split
+
+        return own_split(run, split, out)
     valid = DEFAULT_VALID.get(run.dataset, 0) if run.valid is None else run.valid
     kw = {} if run.dataset == "binarized-mnist" else {"valid": valid}
     return load_dataset(run.dataset, split, binarize=run.binarize, data_dir=data_dir,
@@ -50,7 +56,7 @@ def plot_run(out: str | Path, names, *, folder: str | Path | None = None, seed: 
     out = Path(out)
     model, guide, saved = load_run(out, device, checkpoint=checkpoint)
     check_label(model, label)
-    test = run_split(run_config(out, saved), "test", data_dir, download)
+    test = run_split(run_config(out, saved), "test", data_dir, download, out)
     done = save_figures(model, guide, test, Path(folder or out / "figures"), names,
                         records=saved["history"], seed=seed, label=label)
     _log_figures(done, log)
@@ -142,7 +148,7 @@ def evaluate_run(out: str | Path, *, split: str = "test", num_samples: int = 500
         log(replicas.describe())
     model, guide, saved = load_run(out, device, checkpoint=checkpoint)
     run = run_config(out, saved)
-    data = run_split(run, split, data_dir, download)
+    data = run_split(run, split, data_dir, download, out)
     data = data if limit is None or limit >= len(data) else data.subset(limit, seed=run.seed)
     log(f"run {out}: {run.model} + {run.guide}, {saved['checkpoint']} (epoch "
         f"{saved['epoch']}); {data.info['name']} {split} ({data.info['binarize']})"
@@ -201,7 +207,7 @@ def encode_run(out: str | Path, *, split: str = "test", file: str | Path | None 
 
     out = Path(out)
     model, guide, saved = load_run(out, device, checkpoint=checkpoint)
-    data = run_split(run_config(out, saved), split, data_dir, download)
+    data = run_split(run_config(out, saved), split, data_dir, download, out)
     loc, scale = encode_distribution(guide, data)
     tensors = {"loc": loc.cpu(), "scale": scale.cpu(),
                **({} if data.y is None else {"y": data.y.cpu()})}

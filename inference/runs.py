@@ -52,7 +52,8 @@ def _module_config(cls: type, config: RunConfig, extra: dict, data: TensorData) 
     """Shared flags and the data's shape, for the constructor arguments ``cls`` accepts."""
     accepts = inspect.signature(cls).parameters
     shared = {"z_dim": config.z_dim, "hidden": config.hidden, "activation": config.activation,
-              "x_dim": data.event_shape.numel(), "image_shape": data.image_shape}
+              "x_dim": data.event_shape.numel(), "image_shape": data.image_shape,
+              "schema": data.info.get("schema")}  # a table's columns (inference.owndata)
     out = {k: v for k, v in shared.items() if v is not None and k in accepts}
     return {**out, **extra}
 
@@ -121,10 +122,17 @@ def _starting_config(out: Path, asked: RunConfig, resume: bool, explicit: set[st
 
 
 def load_data(config: RunConfig, data_dir=None, download: bool = True) -> dict[str, Any]:
-    """The run's train, valid (None without one) and test splits."""
-    data = dict(zip(("train", "valid", "test"), load_splits(
-        config.dataset, valid=config.valid, binarize=config.binarize, data_dir=data_dir,
-        download=download, seed=config.seed), strict=True))
+    """The run's train, valid (None without one) and test splits; with ``config.data`` also
+    ``record``, what was read and how it was scaled (:mod:`inference.owndata.load`)."""
+    if config.data is not None:
+        from inference.owndata.load import run_data
+
+        data, record = run_data(config)
+        data["record"] = record
+    else:
+        data = dict(zip(("train", "valid", "test"), load_splits(
+            config.dataset, valid=config.valid, binarize=config.binarize, data_dir=data_dir,
+            download=download, seed=config.seed), strict=True))
     if config.train_limit is not None:
         data["train"] = data["train"].subset(config.train_limit, seed=config.seed)
     if config.labels is not None:
@@ -169,6 +177,7 @@ def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], 
     check_settings(config, explicit)
     pyro.set_rng_seed(config.seed)
     data = load_data(config, data_dir, download)
+    record = data.pop("record", None)
     log(describe_data(data))
     model, guide = build_pair(config, data["train"])
     device, beta = resolve_device(config.device), training_beta(config)
@@ -191,6 +200,8 @@ def _train_run(config, out: Path, main: bool, resume: bool, explicit: set[str], 
     logs = _logs(out, saved, ckpt, resume, **trackers) if main else []
     if main:
         save_json(out / "config.json", saved)
+        if record is not None:  # what --data read and how it was scaled
+            save_json(out / "data.json", record)
     start = time.perf_counter()
     try:
         history = fit(model, guide, data["train"], valid=data["valid"], test=data["test"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from inference.validate import (
 )
 
 __all__ = ["History", "Trainer", "TrainingDiverged", "epoch_summary", "fit", "iwae_schedule",
-           "parameters", "resolve_device"]
+           "parameters", "read_path", "resolve_device"]
 
 
 def iwae_schedule(epoch: int) -> float:
@@ -71,8 +72,9 @@ def fit(model, guide, train: Any, *, valid: Any = None, test: Any = None,
     ``model`` and ``guide``: anything Pyro's SVI takes (:mod:`inference.programs`);
     ``sites`` names the data and latent sites where the traces cannot tell
     (``{"x": "obs"}``). ``train``, ``valid``, ``test``: a tensor (N, D), an ``(x, y)`` pair,
-    :class:`TensorData` or a torch ``Dataset``. ``loss``: any Pyro ELBO (default
-    ``Trace_ELBO()``). ``optimizer``: a function of the parameters (default
+    :class:`TensorData`, a torch ``Dataset`` or the path of your own data (every row of a
+    folder of images, an array file or a table: :func:`read_path`). ``loss``: any Pyro ELBO
+    (default ``Trace_ELBO()``). ``optimizer``: a function of the parameters (default
     ``torch.optim.Adam(params, lr=lr)``), one optimizer over all parameters of the pair,
     found as Pyro's SVI finds them (:func:`~inference.pair.as_pair`). The pair and the data
     are checked once (:func:`~inference.check_pair`), then the hot loop runs with Pyro's
@@ -204,10 +206,20 @@ def _save(path: Path, state: dict, epoch: int) -> None:
                          f"(--resume)") from e
 
 
+def read_path(data: Any) -> Any:
+    """Every row of your own data when ``data`` is its path (a folder of images, an array file
+    or a table: :func:`inference.owndata.load.load_source`), else ``data``."""
+    if not isinstance(data, (str, os.PathLike)):
+        return data
+    from inference.owndata.load import load_source
+
+    return load_source(data, valid=0, test=0)[0]["train"]
+
+
 def _prepare(model, guide, data: dict, device: torch.device, batch_size: int, sites):
     """Check the pair once on a first batch where it lives, then move the pair and the
     data to ``device`` once, and check every observed value."""
-    data = {k: None if v is None else as_data(v) for k, v in data.items()}
+    data = {k: None if v is None else as_data(read_path(v)) for k, v in data.items()}
     for name, d in data.items():
         if d is not None and len(d) == 0:
             raise DataError(f"the {name} data is empty (0 rows)")

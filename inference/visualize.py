@@ -20,13 +20,14 @@ from inference.programs import Sites, owner, probe_sites
 ARITHMETIC = (7, 1)  # mean(7) − mean(1) + a "1": the 1's style on a 7
 
 
-def _shape(model, data: TensorData | None = None, size: int = 784) -> tuple[int, int]:
-    """The image's height and width: the model's ``image_shape``, else the data's, else a
-    square of ``size`` pixels (MNIST's 28×28 by default)."""
+def _shape(model, data: TensorData | None = None, size: int = 784) -> tuple[int, ...]:
+    """The image's height and width (with 3 channels first for colour images): the model's
+    ``image_shape``, else the data's, else a square of ``size`` pixels (MNIST's 28×28 by
+    default)."""
     side = math.isqrt(size)
-    shape = (getattr(owner(model), "image_shape", None)
-             or getattr(data, "image_shape", None) or (side, size // side))
-    return tuple(shape[-2:])
+    shape = tuple(getattr(owner(model), "image_shape", None)
+                  or getattr(data, "image_shape", None) or (side, size // side))
+    return shape if len(shape) == 3 and shape[0] == 3 else shape[-2:]
 
 
 def sample_grid(model, images: torch.Tensor, title: str):

@@ -73,10 +73,10 @@ def evaluate_disentanglement(out: str | Path, *, metrics=tuple(METRICS), seed: i
     out = Path(out)
     model, guide, saved = load_run(out, device, checkpoint=checkpoint)
     run = run_config(out, saved)
-    if run.dataset not in FACTOR_DATASETS:
+    if run.dataset not in FACTOR_DATASETS or run.data is not None:
         raise ValueError(f"--disentanglement needs a run trained on a dataset with known "
                          f"factors ({', '.join(FACTOR_DATASETS)}); {out} was trained on "
-                         f"{run.dataset}")
+                         f"{run.data or run.dataset}")
     data = ground_truth(run.dataset, data_dir, download)
     start = time.perf_counter()
     pyro.set_rng_seed(seed)

@@ -42,6 +42,10 @@ def comparison_sets(run, split: str, pixels: str, data_dir=None,
 
     if pixels not in PIXELS:
         raise ValueError(f"pixels must be one of {', '.join(PIXELS)}, got {pixels!r}")
+    if getattr(run, "data", None) is not None:
+        raise ValueError(f"--quality compares samples in the feature space of a classifier of "
+                         f"a named dataset; this run was trained on --data {run.data}, which "
+                         f"has none: score it by likelihood (vae-eval without --quality)")
     binary_run = run.binarize != "none" or run.dataset == "binarized-mnist"
     if run.dataset == "binarized-mnist" and pixels == "mean":
         raise ValueError("binarized-mnist has no grey levels to compare pixel means with; "
