@@ -146,6 +146,8 @@ class TabularModel(PyroModule):
     ========  ===========  =====================================================
     """
 
+    is_table = True  # its rows are not images: image figures skip it (inference.visualize)
+
     def __init__(self, x_dim: int = 4, z_dim: int = 4, hidden: tuple[int, ...] = (64, 64),
                  activation: str = "softplus", schema: list[dict] | None = None,
                  init_scale: float = 1.0, min_scale: float = 1e-2):

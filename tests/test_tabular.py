@@ -197,6 +197,9 @@ def test_fit_impute_and_score_a_csv_with_missing_cells(tmp_path):
     given = pd.read_csv(tmp_path / "t.csv")
     observed = given.notna().to_numpy()
     assert (filled.to_numpy()[observed] == given.to_numpy()[observed]).all()
+    as_text = pd.read_csv(out, dtype=str).to_numpy()  # observed cells: the very same text
+    assert (as_text[observed] == pd.read_csv(tmp_path / "t.csv", dtype=str).to_numpy()[
+        observed]).all()
     assert set(filled["city"]) <= {"Lyon", "Nice", "Paris"} and set(filled["smoker"]) <= {
         "yes", "no"}
     assert (filled["kids"] == filled["kids"].round()).all()

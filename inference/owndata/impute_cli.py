@@ -69,8 +69,10 @@ def _write_table(frame, path: Path, source_format: str) -> None:
         frame.to_csv(path, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
 
 
-def _completed(original, values, mask, record):
-    """The input frame with its missing cells from ``values`` (scaled units), counts rounded."""
+def _completed(original, values, mask, record, text: bool):
+    """The input frame with its missing cells from ``values`` (scaled units): numbers in the
+    file's units (counts whole), categories as written; ``text``: the frame holds a CSV's
+    cells as strings, which observed cells keep."""
     from inference.owndata.tables import unscale
 
     new = unscale(values, record)
@@ -79,10 +81,14 @@ def _completed(original, values, mask, record):
         missing = ~mask[:, i].numpy()
         column = new[col["name"]].to_numpy()
         if col["type"] == "count":
-            column = np.round(column)
+            column = np.round(column.astype(float)).astype(np.int64)
+        cells = column[missing].tolist()
+        if text:
+            cells = [f"{v:.8g}" if isinstance(v, float) else str(v) for v in cells]
         out[col["name"]] = out[col["name"]].astype(object)
-        out.loc[missing, col["name"]] = column[missing]
-        out[col["name"]] = out[col["name"]].infer_objects()
+        out.loc[missing, col["name"]] = cells
+        if not text:
+            out[col["name"]] = out[col["name"]].infer_objects()
     return out
 
 
@@ -102,11 +108,13 @@ def impute_file(run, data, out, *, multiple=0, num_samples=1000, scores=None, se
     table, _ = read_table(data, like=record)
     result = impute_table(model, guide, table, num_samples=num_samples, multiple=multiple,
                           seed=seed)
-    original, fmt = read_frame(data), record.get("format", "csv")
-    _write_table(_completed(original, result.mean, table.mask, record), out, fmt)
+    fmt = record.get("format", "csv")
+    text = data.suffix.lower() != ".parquet"
+    original = read_frame(data, text=text)
+    _write_table(_completed(original, result.mean, table.mask, record, text), out, fmt)
     written = [out]
     if multiple:
-        frames = [_completed(original, d, table.mask, record) for d in result.draws]
+        frames = [_completed(original, d, table.mask, record, text) for d in result.draws]
         for m, frame in enumerate(frames, 1):
             written.append(out.with_name(f"{out.stem}.draw{m}{out.suffix}"))
             _write_table(frame, written[-1], fmt)
@@ -137,7 +145,8 @@ def _spread(frames, mask, record):
             mode = pd.DataFrame(cells.T).mode(axis=1)[0].to_numpy()
             value = (cells != mode[None]).mean(0)
         else:
-            value = cells.astype(float).std(0)
+            value = pd.to_numeric(pd.Series(cells.ravel())).to_numpy().reshape(
+                cells.shape).std(0)
         out[col["name"]] = np.where(mask[:, i].numpy(), np.nan, value)
     return pd.DataFrame(out)
 

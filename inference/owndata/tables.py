@@ -38,8 +38,9 @@ TYPES = ("real", "positive", "count", "binary", "categorical")
 MAX_LEVELS = 50  # more distinct texts than this, and half as many as rows: an identifier
 
 
-def read_frame(path: str | os.PathLike):
-    """The file as a pandas DataFrame (missing cells NaN), or one DataError line."""
+def read_frame(path: str | os.PathLike, text: bool = False):
+    """The file as a pandas DataFrame (missing cells NaN), or one DataError line; ``text``:
+    a CSV's cells as the strings written in the file."""
     import pandas as pd
 
     path = Path(path)
@@ -49,7 +50,8 @@ def read_frame(path: str | os.PathLike):
         if path.suffix.lower() == ".parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",",
+                                dtype=str if text else None)
     except ImportError as e:
         raise DataError(f"{path}: reading Parquet needs pyarrow or fastparquet ({e}); "
                         f"pip install pyarrow, or save the table as CSV") from e
@@ -142,7 +144,7 @@ def _encode(column, name: str, kind: str, categories: list | None):
         if kind == "binary" and len(cats) != 2:
             raise DataError(f"column {name!r} is binary but holds {len(cats)} distinct values "
                             f"({', '.join(map(str, cats[:5]))}); declare it categorical")
-        index = {c: i for i, c in enumerate(cats)}
+        index = {c: i for i, c in enumerate(cats)}  # 1 and 1.0 are the same key
         unknown = cells[~cells.isin(index.keys())]
         if len(unknown):
             raise DataError(f"column {name!r}: value {unknown.iloc[0]!r} (row "
@@ -162,7 +164,9 @@ def _encode(column, name: str, kind: str, categories: list | None):
 
 
 def _plain(v):
-    return v.item() if hasattr(v, "item") else v
+    """A category as JSON keeps it: a whole float (read so beside empty cells) as an int."""
+    v = v.item() if hasattr(v, "item") else v
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 def read_table(path: str | os.PathLike, schema=None, like: dict | None = None
