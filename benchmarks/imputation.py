@@ -166,6 +166,22 @@ def table(results: Path) -> str:
     return "\n".join(rows)
 
 
+def settings(results: Path) -> tuple[str, str]:
+    """The budget and seeds of the saved runs, dataset by dataset, as they ran."""
+    budget, seeds = [], []
+    for name in DATASETS:
+        path = results / f"{name}.json"
+        if path.exists():
+            a = json.loads(path.read_text())["args"]
+            budget.append(f"{name}: ≤ {a['steps']} steps of batch {a['batch_size']} (Adam "
+                          f"1e-3), K = {a['particles']} for MIWAE, {a['eval_particles']} "
+                          f"particles per imputation, best of {a['checks']} validation "
+                          f"checks; missForest {a['forest_trees']} trees, {a['forest_iter']} "
+                          f"rounds")
+            seeds.append(f"{name}: masks 0-{a['masks'] - 1} per rate")
+    return "; ".join(budget) or "none run", "; ".join(seeds) or "none"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=DATASETS, help="dataset to run (default: none)")
@@ -202,10 +218,8 @@ def main(argv=None) -> int:
     if args.table:
         from provenance import write_table
 
-        write_table("imputation", table(results), budget=(
-            "per dataset and mask: our pairs ≤ 4000 steps (batch 32, Adam 1e-3, K = 20 for "
-            "MIWAE, 100 particles per imputation), epochs chosen on 10% of observed cells"),
-            seeds="masks 0-4 (fewer where the table says so)")
+        budget, seeds = settings(results)
+        write_table("imputation", table(results), budget=budget, seeds=seeds)
     return 0
 
 
