@@ -2,15 +2,11 @@
 
 Every column gets a type, inferred or given in a schema file (JSON or TOML, column -> type):
 
-==============  =========================================  ======================================
-type            inferred when the column holds             in ``x`` (after :func:`scale`)
-==============  =========================================  ======================================
-``real``        numbers, some ≤ 0 or not integers          (v − mean) / sd
-``positive``    numbers > 0, not all integers              (log v − mean) / sd
-``count``       integers ≥ 0 (not only 0 and 1)            v
-``binary``      two distinct values (0/1, yes/no, ...)     index of the value in ``categories``
-``categorical`` text with more than two values             index of the value in ``categories``
-==============  =========================================  ======================================
+- ``real``: numbers, some ≤ 0 or not whole; in ``x`` after :func:`scale`: (v − mean) / sd
+- ``positive``: numbers > 0, not all whole; (log v − mean) / sd
+- ``count``: whole numbers ≥ 0 (not only two values); v
+- ``binary``: two distinct values (0/1, yes/no, ...); the index of v in ``categories``
+- ``categorical``: text with more than two values; the index of v in ``categories``
 
 Empty cells and NaN are missing: ``x`` holds NaN there and the returned
 :class:`~inference.data.TensorData` has ``mask`` False there, never a silent zero. The
