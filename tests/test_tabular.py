@@ -245,3 +245,21 @@ def test_every_flag_of_vae_impute_has_help_with_its_default_and_choices():
             assert str(action.default) in text, action.dest
         for choice in action.choices or ():
             assert choice in text, (action.dest, choice)
+
+
+def test_vae_impute_fills_the_nan_pixels_of_an_image_array(tmp_path):
+    """Images go through the inpainting of inference.impute on the same importance weights."""
+    torch.manual_seed(0)
+    model = make_model("gaussian_mlp", x_dim=16, z_dim=2, hidden=(8,))
+    guide = make_guide("gaussian_mlp", x_dim=16, z_dim=2, hidden=(8,))
+    images = torch.rand(3, 4, 4)
+    save_run(tmp_path / "run", model, guide, x=images.reshape(3, -1))
+    holes = images.clone()
+    holes[0, :2], holes[2, :, 1] = NAN, NAN
+    np.save(tmp_path / "x.npy", holes.numpy())
+    assert impute_cli.main([str(tmp_path / "run"), "--data", str(tmp_path / "x.npy"), "--out",
+                            str(tmp_path / "out.npy"), "--num-samples", "10"]) == 0
+    out = torch.as_tensor(np.load(tmp_path / "out.npy"))
+    assert out.shape == (3, 4, 4) and torch.isfinite(out).all()
+    seen = ~holes.isnan()
+    assert torch.equal(out[seen], images[seen])
