@@ -6,10 +6,10 @@ import json
 
 import pandas as pd
 import pytest
+from test_tabular import mixed_csv
 
 from inference.cli import eval_main, train_main
 from inference.owndata import impute_cli
-from test_tabular import mixed_csv
 
 FAST = ["--epochs", "2", "--hidden", "16", "--z-dim", "2", "--batch-size", "16", "--quiet",
         "--no-tensorboard", "--no-figures"]
