@@ -118,7 +118,9 @@ def pair_impute(objective: str, x: np.ndarray, seen: np.ndarray, args, seed: int
     return filled.double().numpy(), best["epoch"]
 
 
-def run_dataset(name: str, args) -> dict:
+def run_dataset(name: str, args, save) -> dict:
+    """Every rate, mask and method on one dataset; ``save(out)`` after each result, so that
+    an interrupted run keeps what it measured (the table counts the masks of each cell)."""
     full = load(name)
     out = {"n": full.shape[0], "d": full.shape[1], "results": []}
     for rate in args.rates:
@@ -138,6 +140,7 @@ def run_dataset(name: str, args) -> dict:
                 rmse = float(np.sqrt(((filled - zfull)[~seen] ** 2).mean()))
                 out["results"].append({"rate": rate, "mask": seed, "method": method,
                                        "rmse": rmse, "seconds": seconds, "epoch": epoch})
+                save(out)
                 print(f"{name} rate {rate} mask {seed} {method}: RMSE {rmse:.4f} "
                       f"({seconds:.1f} s{'' if epoch is None else f', epoch {epoch}'})",
                       flush=True)
@@ -212,9 +215,10 @@ def main(argv=None) -> int:
     if args.dataset:
         torch.set_num_threads(1)
         results.mkdir(parents=True, exist_ok=True)
-        out = run_dataset(args.dataset, args)
-        out["args"] = {k: v for k, v in vars(args).items() if k != "table"}
-        (results / f"{args.dataset}.json").write_text(json.dumps(out, indent=1))
+        saved = {k: v for k, v in vars(args).items() if k != "table"}
+        path = results / f"{args.dataset}.json"
+        run_dataset(args.dataset, args,
+                    lambda out: path.write_text(json.dumps({**out, "args": saved}, indent=1)))
     if args.table:
         from provenance import write_table
 
