@@ -14,6 +14,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
+from pyro.distributions.torch_distribution import MaskedDistribution
 
 from inference.plates import frame_size, whole_plates
 from inference.programs import (
@@ -111,7 +112,18 @@ def _check_observed(name: str, site: dict) -> None:
             f"observed site {name!r} expects data of shape {_shape(want)} (event shape "
             f"{_shape(fn.event_shape)}) but got {_shape(value.shape)}; flat images need "
             f"x.reshape(len(x), -1)")
-    check_support(name, fn.support, value)
+    observed = _observed_cells(fn)  # a masked likelihood ignores its missing (NaN) cells
+    check_support(name, fn.support, value if observed is None else
+                  value[observed.expand(value.shape)])
+
+
+def _observed_cells(fn) -> torch.Tensor | None:
+    """The bool mask of a likelihood that scores only some cells (``MaskedDistribution``
+    inside ``Independent``, as the ``tabular`` model's), else None."""
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    mask = getattr(fn, "_mask", None) if isinstance(fn, MaskedDistribution) else None
+    return mask if torch.is_tensor(mask) else None
 
 
 def check_pair(model, guide, x: torch.Tensor, y: torch.Tensor | None = None, *,

@@ -17,6 +17,7 @@ from guides import GUIDES
 from inference.datasets import BINARIZE, DATASETS
 from inference.disentangle import objectives as disentangling
 from inference.handlers import parse_anneal
+from inference.miwae import MIWAE
 from inference.objectives import IWAE, STL, DReG, LogWeightObjective
 from inference.semisupervised import SemiSupervisedELBO
 from inference.train import iwae_schedule
@@ -36,6 +37,8 @@ LOSSES: dict[str, type[ELBO]] = {
     "tracegraph": TraceGraph_ELBO,  # Rao-Blackwellized score-function terms
     "iwae": IWAE,  # importance-weighted bound with K = num_particles (Burda et al. 2016)
     "dreg": DReG,  # the same bound, doubly reparameterized guide gradient (Tucker et al. 2018)
+    "miwae": MIWAE,  # the IWAE bound on the observed cells of rows with missing ones (Mattei
+    # & Frellsen 2019)
     "stl": STL,  # the same bound, "sticking the landing" guide gradient (Roeder et al. 2017)
     "m2": SemiSupervisedELBO,  # TraceEnum_ELBO + α·classification (Kingma et al. 2014)
     "vq": VQELBO,  # the VQ-VAE's bound + codebook and commitment losses (van den Oord 2017)

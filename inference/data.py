@@ -37,6 +37,9 @@ class TensorData:
 
     ``binarize="dynamic"`` serves ``bernoulli(x)`` afresh in every minibatch and needs x in
     [0, 1]. ``info`` records where the data came from; it is saved with every run.
+    ``mask`` (N, D) bool, True where a cell was observed, marks missing values (a table's
+    empty cells): their entries of ``x`` are ignored, and a served batch holds NaN there,
+    which is how a pair that reads missing cells (the ``tabular`` pair) sees them.
     """
 
     x: torch.Tensor
@@ -44,6 +47,7 @@ class TensorData:
     binarize: str = "none"
     image_shape: tuple[int, ...] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    mask: torch.Tensor | None = None
 
     def __post_init__(self):
         if not torch.is_tensor(self.x) or self.x.dim() < 2:
@@ -56,11 +60,18 @@ class TensorData:
         if not self.x.is_floating_point():
             raise DataError(f"x must be floating point, got {self.x.dtype}; for pixel bytes use "
                             f"x.float() / 255")
-        bad = ~torch.isfinite(self.x)
+        if self.mask is not None and (self.mask.dtype != torch.bool
+                                      or self.mask.shape != self.x.shape):
+            raise DataError(f"mask must be a bool tensor of x's shape {tuple(self.x.shape)} "
+                            f"(True where a cell is observed), got {self.mask.dtype} "
+                            f"{tuple(self.mask.shape)}")
+        bad = ~torch.isfinite(self.x) if self.mask is None else ~torch.isfinite(self.x) & self.mask
         if bad.any():
             row = int(bad.nonzero()[0, 0])
             raise DataError(f"x has {int(bad.sum())} NaN or infinite values (first in row {row});"
-                            f" drop or impute them before training")
+                            f" drop or impute them before training, or mark them missing "
+                            f"(TensorData(x.nan_to_num(), mask=~x.isnan())) for a pair that "
+                            f"reads missing cells (tabular)")
         if self.binarize == "dynamic" and (self.x.min() < 0 or self.x.max() > 1):
             raise DataError(f"dynamic binarization draws Bernoulli(x) and needs x in [0, 1], got "
                             f"range {self.x.min().item():g} to {self.x.max().item():g}; "
@@ -75,10 +86,13 @@ class TensorData:
 
     def to(self, device: torch.device | str) -> TensorData:
         y = None if self.y is None else self.y.to(device)
-        return replace(self, x=self.x.to(device), y=y)
+        mask = None if self.mask is None else self.mask.to(device)
+        return replace(self, x=self.x.to(device), y=y, mask=mask)
 
     def serve(self, idx: torch.Tensor | slice) -> Batch:
         x = self.x[idx]
+        if self.mask is not None:  # missing cells reach the pair as NaN
+            x = x.masked_fill(~self.mask[idx], float("nan"))
         if self.binarize == "dynamic":
             x = torch.bernoulli(x)
         return x, None if self.y is None else self.y[idx]
@@ -121,7 +135,8 @@ class TensorData:
                                                                      strict=True)])
         rows = rows.sort().values.to(self.x.device)
         y = None if self.y is None else self.y[rows]
-        return replace(self, x=self.x[rows], y=y,
+        mask = None if self.mask is None else self.mask[rows]
+        return replace(self, x=self.x[rows], y=y, mask=mask,
                        info={**self.info, "n": n, "rows": f"random {n} (seed {seed}"
                              f"{', stratified by label' if self.y is not None else ''})"})
 
@@ -130,7 +145,8 @@ class TensorData:
         rows = slice(start, start + n)
         y = None if self.y is None else self.y[rows]
         x = self.x[rows]
-        return replace(self, x=x, y=y, info={**self.info, "n": len(x)})
+        mask = None if self.mask is None else self.mask[rows]
+        return replace(self, x=x, y=y, mask=mask, info={**self.info, "n": len(x)})
 
 
 class LoaderData:

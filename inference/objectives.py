@@ -237,3 +237,4 @@ class DReG(_StopGradientIWAE):
     Same value as :class:`IWAE`."""
 
     power = 2
+

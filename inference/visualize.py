@@ -23,7 +23,9 @@ ARITHMETIC = (7, 1)  # mean(7) − mean(1) + a "1": the 1's style on a 7
 def _shape(model, data: TensorData | None = None, size: int = 784) -> tuple[int, ...]:
     """The image's height and width (with 3 channels first for colour images): the model's
     ``image_shape``, else the data's, else a square of ``size`` pixels (MNIST's 28×28 by
-    default)."""
+    default). A model of table rows (``is_table``) has none: ValueError."""
+    if getattr(owner(model), "is_table", False):
+        raise ValueError("a table's rows are not images (this figure is for image pairs)")
     side = math.isqrt(size)
     shape = tuple(getattr(owner(model), "image_shape", None)
                   or getattr(data, "image_shape", None) or (side, size // side))

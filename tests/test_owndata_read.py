@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+import inference.owndata
 from inference.check import DataError
 from inference.owndata.arrays import read_arrays
 from inference.owndata.images import read_image_folder
@@ -218,6 +219,7 @@ def test_a_table_goes_to_the_table_reader_and_is_scaled_with_the_training_rows(
     fake = types.ModuleType("inference.owndata.tables")
     fake.read_table, fake.scale = read_table, scale
     monkeypatch.setitem(sys.modules, "inference.owndata.tables", fake)
+    monkeypatch.setattr(inference.owndata, "tables", fake, raising=False)  # if imported before
     (tmp_path / "t.csv").write_text("a,b\n")
     splits, record = load_source(tmp_path / "t.csv", valid=4, test=2, schema="s.json")
     assert seen["schema"] == "s.json" and len(seen["rows"]) == 14
