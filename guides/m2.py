@@ -21,8 +21,9 @@ class M2Guide(PyroModule):
     the guide for :class:`models.m2.M2` (or :class:`models.conditional_mlp.ConditionalMLP`)
     on labelled and unlabelled data alike.
 
-    Every Linear weight and bias is drawn from N(0, ``init_std``²), 1e-3 by default, as in
-    Pyro's ``examples/vae/ss_vae_M2.py`` (``utils/custom_mlp.py``, ``MLP.__init__``): with
+    The hidden layers' weights and biases (every Linear but the output ones) are drawn from
+    N(0, ``init_std``²), 1e-3 by default, as in Pyro's ``examples/vae/ss_vae_M2.py``
+    (``utils/custom_mlp.py``, ``MLP.__init__``; output layers keep PyTorch's default): with
     PyTorch's default initialisation M2 learned far slower than the example in its first
     epochs (issue 26); see :class:`models.m2.M2`. ``init_std=None`` keeps PyTorch's default.
 
@@ -51,7 +52,8 @@ class M2Guide(PyroModule):
         self.classifier = mlp([x_dim, *hidden, num_classes], activation)
         self.z_given_xy = GaussianHead(x_dim + num_classes, hidden, z_dim, activation, scale)
         if init_std is not None:
-            normal_init_(self, init_std)
+            normal_init_(self.classifier[:-1], init_std)  # hidden layers only
+            normal_init_(self.z_given_xy.trunk, init_std)
 
     @config_enumerate
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):

@@ -1,5 +1,6 @@
-"""The M2 pair starts from Pyro's ``ss_vae_M2`` initialisation: every Linear weight and bias
-drawn from N(0, 1e-3²) (``examples/vae/utils/custom_mlp.py``), issue 26."""
+"""The M2 pair starts from Pyro's ``ss_vae_M2`` initialisation: the hidden layers' weights and
+biases drawn from N(0, 1e-3²), the output layers PyTorch's default
+(``examples/vae/utils/custom_mlp.py``), issue 26."""
 
 import pytest
 import torch
@@ -15,11 +16,19 @@ def linears(module):
     return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
-@pytest.mark.parametrize("build", [lambda: make_model("m2").decoder, lambda: make_guide("m2")])
-def test_every_linear_weight_and_bias_is_normal_with_std_1e_3(build):
+def hidden_and_output():
+    """(hidden Linear layers, output Linear layers) of the m2 model and guide."""
+    model, guide = make_model("m2"), make_guide("m2")
+    hidden = [*linears(model.decoder)[:-1], *linears(guide.classifier)[:-1],
+              *linears(guide.z_given_xy.trunk)]
+    output = [linears(model.decoder)[-1], linears(guide.classifier)[-1], guide.z_given_xy.head]
+    return hidden, output
+
+
+def test_hidden_layers_are_normal_with_std_1e_3():
     torch.manual_seed(0)
-    layers = linears(build())
-    assert len(layers) >= 2
+    layers, _ = hidden_and_output()
+    assert len(layers) == 3
     for layer in layers:
         for p in (layer.weight, layer.bias):
             # Mean 0 and sd 1e-3 within sampling error; PyTorch's default would give
@@ -31,6 +40,15 @@ def test_every_linear_weight_and_bias_is_normal_with_std_1e_3(build):
     # Gaussian, not uniform: a fraction ≈ 0.0455 lies beyond 2 sd (a uniform law has none).
     assert (weights.abs() > 2 * PYRO_INIT_STD).float().mean().item() == pytest.approx(0.0455,
                                                                                     abs=0.005)
+
+
+def test_output_layers_keep_pytorchs_default():
+    torch.manual_seed(0)
+    _, layers = hidden_and_output()
+    for layer in layers:  # kaiming_uniform_(a=√5): U(-1/√fan_in, 1/√fan_in), sd = bound/√3
+        bound = 1 / layer.weight.shape[1] ** 0.5
+        assert layer.weight.abs().max().item() <= bound
+        assert layer.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.05)
 
 
 def test_init_std_none_keeps_pytorchs_default_and_a_value_is_used():
