@@ -1,68 +1,129 @@
-"""Semi-supervised M2 (Kingma et al. 2014) on MNIST: test accuracy of q(y | x) for several
-numbers of labels, next to Pyro's ``ss_vae_M2`` example (0.9319 / 0.9437 / 0.9487 / 0.9582
-with 100 / 600 / 1000 / 3000 labels after 50 epochs).
+"""Semi-supervised M2 (Kingma et al. 2014) on MNIST: test accuracy of q(y | x) after every
+epoch, beside Pyro's own ``ss_vae_M2`` example's curve at the same epochs, measured by running
+the example on this machine (``benchmarks/pyro_m2.py``).
 
-The same configuration as Pyro's example: ``conditional_mlp`` model and ``m2`` guide with
-500 hidden units and 50 latents, ``SemiSupervisedELBO`` (TraceEnum_ELBO with y enumerated
-on unlabelled batches + 46 × the classifier's cross-entropy on labelled ones), Adam lr
-4.2e-4, batch 200, labelled batches spread over each epoch. All trained by ``fit``.
-``--unlabelled`` caps the unlabelled set and ``--epochs`` the passes: the CPU budget.
+The example's documented settings: ``m2`` model and guide (500 hidden units, 50 latents,
+every Linear initialised from N(0, 1e-3) as in the example's ``utils/custom_mlp.py``),
+``SemiSupervisedELBO`` (TraceEnum_ELBO with y enumerated on unlabelled batches + 46 × the
+classifier's cross-entropy on labelled ones), Adam lr 4.2e-4 β1 0.95, batch 100, labelled
+batches spread over each epoch. All trained by ``fit``. ``--model conditional_mlp
+--init-std none`` gives the pair with PyTorch's default initialisation, to see the gap.
 
-    python benchmarks/m2.py --labels 100,3000 --epochs 2 --unlabelled 20000
+    python benchmarks/pyro_m2.py --pyro-repo PYRO_GIT_DIR --epochs 3 --seeds 0,1,2
+    python benchmarks/m2.py --labels 100 --epochs 3 --seeds 0,1,2 \\
+        --pyro .bench/pyro/pyro-m2-100-3.json --table m2-100-3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import time
+from pathlib import Path
 
 import torch
+from provenance import write_table
 
 from guides import make_guide
 from inference import fit, load_dataset
 from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, accuracy
 from models import make_model
 
-PYRO = {100: 0.9319, 600: 0.9437, 1000: 0.9487, 3000: 0.9582}
+#: Pyro's tutorial, 50 epochs, mean over 5 label draws.
+PYRO_TUTORIAL = {100: 0.9319, 600: 0.9437, 1000: 0.9487, 3000: 0.9582}
 
 
-def run(labels: int, args, train, test) -> dict:
-    data = SemiSupervisedData.split(train, labels, seed=args.seed)
+def run(labels: int, seed: int, args, train, test) -> dict:
+    data = SemiSupervisedData.split(train, labels, seed=seed)
     if args.unlabelled:
-        data = SemiSupervisedData(data.labelled,
-                                  data.unlabelled.subset(args.unlabelled, seed=args.seed))
-    model, guide = make_model("conditional_mlp"), make_guide("m2")
-    start = time.perf_counter()
-    curve = []
+        data = SemiSupervisedData(data.labelled, data.unlabelled.subset(args.unlabelled, seed=seed))
+    torch.manual_seed(seed)
+    init = {} if args.init_std == "default" else {
+        "init_std": None if args.init_std == "none" else float(args.init_std)}
+    model = make_model(args.model, **(init if args.model == "m2" else {}))
+    guide = make_guide("m2", **init)
+    curve, start = [], time.perf_counter()
     fit(model, guide, data, loss=SemiSupervisedELBO(alpha=46.0), epochs=args.epochs,
-        batch_size=200, lr=4.2e-4, seed=args.seed, progress=False, train_eval_points=0,
+        batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False, train_eval_points=0,
+        optimizer=lambda p: torch.optim.Adam(p, lr=args.lr, betas=(args.beta1, 0.999)),
         on_epoch=lambda r: curve.append(accuracy(guide, test)))
-    return {"labels": labels, "unlabelled": len(data.unlabelled), "accuracy": curve[-1],
-            "curve": curve, "seconds": time.perf_counter() - start}
+    return {"labels": labels, "seed": seed, "accuracy": curve,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {sd:.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+
+
+def table(ours: list[dict], pyro: list[dict]) -> str:
+    """Markdown: one row per (labels, seed) and run, accuracy after each epoch, then the mean
+    ± sd of the last epoch over seeds."""
+    epochs = max(len(r["accuracy"]) for r in ours + pyro)
+    head = "| run | labels | seed | " + " | ".join(f"epoch {e + 1}" for e in range(epochs))
+    lines = [head + " | time (s) |", "|---" * (epochs + 4) + "|"]
+    for name, rows in (("lab `m2` (fit)", ours), ("Pyro's `ss_vae_M2.py`", pyro)):
+        for r in rows:
+            cells = [f"{a:.4f}" for a in r["accuracy"]] + [""] * (epochs - len(r["accuracy"]))
+            lines.append(f"| {name} | {r['labels']} | {r['seed']} | " + " | ".join(cells)
+                         + f" | {r['seconds']:.0f} |")
+    lines.append("")
+    lines.append("| run | labels | seeds | last epoch, mean ± sd |")
+    lines.append("|---|---|---|---|")
+    for name, rows in (("lab `m2` (fit)", ours), ("Pyro's `ss_vae_M2.py`", pyro)):
+        for labels in sorted({r["labels"] for r in rows}):
+            last = [r["accuracy"][-1] for r in rows if r["labels"] == labels]
+            lines.append(f"| {name} | {labels} | {len(last)} | {_mean_sd(last)} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--labels", default="100,600,1000,3000")
-    p.add_argument("--epochs", type=int, default=50, help="Pyro's example: 50")
-    p.add_argument("--unlabelled", type=int, default=None, help="cap on unlabelled points")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labels", default="100", help="comma-separated label counts (default 100)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs (default 3; Pyro's: 50)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--unlabelled", type=int, default=None,
+                   help="cap on unlabelled points (default: all)")
+    p.add_argument("--model", default="m2", choices=["m2", "conditional_mlp"],
+                   help="model (default m2)")
+    p.add_argument("--init-std", default="default",
+                   help="Linear init sd: 'default' (the pair's, 1e-3), 'none' (PyTorch's) "
+                        "or a number")
+    p.add_argument("--batch-size", type=int, default=100, help="batch (default 100, Pyro's)")
+    p.add_argument("--lr", type=float, default=4.2e-4, help="Adam lr (default 4.2e-4)")
+    p.add_argument("--beta1", type=float, default=0.95, help="Adam β1 (default 0.95)")
+    p.add_argument("--pyro", type=Path, action="append", default=[],
+                   help="JSON of benchmarks/pyro_m2.py to print beside ours (repeatable)")
+    p.add_argument("--out", type=Path, default=None, help="JSON of our curves (default none)")
+    p.add_argument("--ours", type=Path, default=None,
+                   help="JSON of an earlier --out: tabulate it instead of training (default none)")
+    p.add_argument("--table", default=None,
+                   help="write docs/benchmarks/tables/TABLE.md (default: print only)")
     args = p.parse_args(argv)
-    torch.manual_seed(args.seed)
-    train = load_dataset("mnist", "train", download=False)
-    test = load_dataset("mnist", "test", download=False, seed=args.seed)
-    rows = []
-    for labels in map(int, args.labels.split(",")):
-        rows.append(run(labels, args, train, test))
-        r = rows[-1]
-        print(f"{labels} labels: accuracy {r['accuracy']:.4f} after {args.epochs} epochs "
-              f"({r['seconds']:.0f} s; per epoch {', '.join(f'{a:.3f}' for a in r['curve'])})",
-              flush=True)
-    print("\n| labels | unlabelled | epochs | ours | Pyro's example (50 epochs) | time (s) |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['labels']} | {r['unlabelled']} | {args.epochs} | {r['accuracy']:.4f} | "
-              f"{PYRO.get(r['labels'], float('nan')):.4f} | {r['seconds']:.0f} |")
+    ours = json.loads(args.ours.read_text()) if args.ours else []
+    train = None if args.ours else load_dataset("mnist", "train", download=False)
+    test = None if args.ours else load_dataset("mnist", "test", download=False)
+    for labels in [] if args.ours else map(int, args.labels.split(",")):
+        for seed in map(int, args.seeds.split(",")):
+            ours.append(run(labels, seed, args, train, test))
+            print(f"lab m2, {labels} labels, seed {seed}: test accuracy by epoch "
+                  + " ".join(f"{a:.4f}" for a in ours[-1]["accuracy"])
+                  + f" ({ours[-1]['seconds']:.0f} s)", flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(ours, indent=1) + "\n")
+    missing = [path for path in args.pyro if not path.exists()]
+    if missing:
+        print(f"warning: {', '.join(map(str, missing))} not found; Pyro's curve left out")
+    pyro = [r for path in args.pyro if path.exists() for r in json.loads(path.read_text())
+            if r["epochs"] == args.epochs and r["labels"] in {o["labels"] for o in ours}]
+    text = table(ours, pyro)
+    print("\n" + text)
+    if args.table:
+        write_table(args.table, text, budget=f"{args.epochs} epochs, batch {args.batch_size}, "
+                    f"Adam lr {args.lr} β1 {args.beta1}, all unlabelled points unless capped "
+                    f"({args.unlabelled}); Pyro's example at the same epochs and settings",
+                    seeds=args.seeds)
 
 
 if __name__ == "__main__":

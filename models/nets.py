@@ -45,6 +45,16 @@ def mlp(sizes: Sequence[int], act: str, *, final_activation: bool = False) -> nn
     return nn.Sequential(*layers)
 
 
+def normal_init_(module: nn.Module, std: float) -> nn.Module:
+    """Draw every ``nn.Linear`` weight and bias of ``module`` from N(0, std²), in place: how
+    Pyro's ``examples/vae/utils/custom_mlp.py`` (``MLP.__init__``) starts its hidden layers."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.normal_(layer.bias, 0.0, std)
+    return module
+
+
 def _softplus_scale(raw: torch.Tensor) -> torch.Tensor:
     return F.softplus(raw) + MIN_SCALE
 
