@@ -39,6 +39,8 @@ class CodeDiffusion(PyroModule):
     ========  ===========  ==========================================
     """
 
+    observes = "codes"  # a density of latent codes, not an image pair (tests/test_samplers.py)
+
     def __init__(self, x_dim: int = 50, hidden: tuple[int, ...] = (256, 256, 256),
                  steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  embed: int = 64):

@@ -39,6 +39,8 @@ class CodeFlow(PyroModule):
     ========  ===========  =================================
     """
 
+    observes = "codes"  # a density of latent codes, not an image pair (tests/test_samplers.py)
+
     def __init__(self, x_dim: int = 50, layers: int = 4, hidden: tuple[int, ...] = (128, 128),
                  kind: str = "spline", count_bins: int = 8, bound: float = 4.0):
         super().__init__()
