@@ -154,7 +154,7 @@ def test_vamp_with_its_own_encoder_takes_a_step_with_every_guide_of_z(guide_name
     encoder it needs nothing of the guide, so every guide of z pairs with it."""
     model = make_model("vamp", **SMALL, pseudo_inputs=6, encoder="own")
     small = {"z_dim": D, "hidden": (16,), "z1_dim": 6, "z2_dim": 3, "hidden1": (8,),
-             "hidden2": (8,)}
+             "hidden2": (8,), "x_dim": binary_x.shape[-1]}
     accepts = inspect.signature(GUIDES[guide_name]).parameters
     guide = make_guide(guide_name, **{k: v for k, v in small.items() if k in accepts})
     tie(model, guide)
