@@ -27,7 +27,7 @@ from provenance import write_table
 
 from guides import make_guide
 from inference import fit, load_dataset
-from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, accuracy
+from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, TwinStepAdam, accuracy
 from models import make_model
 
 #: Pyro's tutorial, 50 epochs, mean over 5 label draws.
@@ -35,21 +35,34 @@ PYRO_TUTORIAL = {100: 0.9319, 600: 0.9437, 1000: 0.9487, 3000: 0.9582}
 
 
 def run(labels: int, seed: int, args, train, test) -> dict:
-    data = SemiSupervisedData.split(train, labels, seed=seed)
+    data = SemiSupervisedData.split(train, labels, seed=seed,
+                                    labelled_every=args.labelled_every)
     if args.unlabelled:
-        data = SemiSupervisedData(data.labelled, data.unlabelled.subset(args.unlabelled, seed=seed))
+        data = SemiSupervisedData(data.labelled, data.unlabelled.subset(args.unlabelled, seed=seed),
+                                  labelled_every=args.labelled_every)
     torch.manual_seed(seed)
     init = {} if args.init_std == "default" else {
         "init_std": None if args.init_std == "none" else float(args.init_std)}
     model = make_model(args.model, **(init if args.model == "m2" else {}))
     guide = make_guide("m2", **init)
+    adam = TwinStepAdam if args.twin_step_adam else torch.optim.Adam
     curve, start = [], time.perf_counter()
     fit(model, guide, data, loss=SemiSupervisedELBO(alpha=46.0), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False, train_eval_points=0,
-        optimizer=lambda p: torch.optim.Adam(p, lr=args.lr, betas=(args.beta1, 0.999)),
+        optimizer=lambda p: adam(p, lr=args.lr, betas=(args.beta1, 0.999)),
         on_epoch=lambda r: curve.append(accuracy(guide, test)))
-    return {"labels": labels, "seed": seed, "accuracy": curve,
+    return {"labels": labels, "seed": seed, "accuracy": curve, "settings": settings(args),
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+def settings(args) -> str:
+    """What differs from the example's documented settings, in words ('' for nothing)."""
+    out = [f"lr {args.lr:g}"] if args.lr != 4.2e-4 else []
+    out += ["twin-step Adam"] if args.twin_step_adam else []
+    out += [f"a labelled batch every {args.labelled_every}"] if args.labelled_every else []
+    out += [f"pixels {args.binarize}"] if args.binarize != "dynamic" else []
+    out += [f"{args.valid} held out"] if args.valid else []
+    return ", ".join(out)
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -57,24 +70,28 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {sd:.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
 
+def _name(r: dict) -> str:
+    if "command" in r:
+        return "Pyro's `ss_vae_M2.py`"
+    return f"lab `m2` (fit, {r['settings']})" if r.get("settings") else "lab `m2` (fit)"
+
+
 def table(ours: list[dict], pyro: list[dict]) -> str:
-    """Markdown: one row per (labels, seed) and run, accuracy after each epoch, then the mean
-    ± sd of the last epoch over seeds."""
-    epochs = max(len(r["accuracy"]) for r in ours + pyro)
+    """Markdown: one row per run (settings, labels, seed), accuracy after each epoch, then
+    the mean ± sd of the last epoch over seeds for each settings and label count."""
+    rows = ours + pyro
+    epochs = max(len(r["accuracy"]) for r in rows)
     head = "| run | labels | seed | " + " | ".join(f"epoch {e + 1}" for e in range(epochs))
     lines = [head + " | time (s) |", "|---" * (epochs + 4) + "|"]
-    for name, rows in (("lab `m2` (fit)", ours), ("Pyro's `ss_vae_M2.py`", pyro)):
-        for r in rows:
-            cells = [f"{a:.4f}" for a in r["accuracy"]] + [""] * (epochs - len(r["accuracy"]))
-            lines.append(f"| {name} | {r['labels']} | {r['seed']} | " + " | ".join(cells)
-                         + f" | {r['seconds']:.0f} |")
-    lines.append("")
-    lines.append("| run | labels | seeds | last epoch, mean ± sd |")
-    lines.append("|---|---|---|---|")
-    for name, rows in (("lab `m2` (fit)", ours), ("Pyro's `ss_vae_M2.py`", pyro)):
-        for labels in sorted({r["labels"] for r in rows}):
-            last = [r["accuracy"][-1] for r in rows if r["labels"] == labels]
-            lines.append(f"| {name} | {labels} | {len(last)} | {_mean_sd(last)} |")
+    for r in rows:
+        cells = [f"{a:.4f}" for a in r["accuracy"]] + [""] * (epochs - len(r["accuracy"]))
+        lines.append(f"| {_name(r)} | {r['labels']} | {r['seed']} | " + " | ".join(cells)
+                     + f" | {r['seconds']:.0f} |")
+    lines += ["", "| run | labels | seeds | last epoch, mean ± sd |", "|---|---|---|---|"]
+    groups = dict.fromkeys((_name(r), r["labels"]) for r in rows)
+    for name, labels in groups:
+        last = [r["accuracy"][-1] for r in rows if (_name(r), r["labels"]) == (name, labels)]
+        lines.append(f"| {name} | {labels} | {len(last)} | {_mean_sd(last)} |")
     return "\n".join(lines)
 
 
@@ -93,6 +110,17 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=100, help="batch (default 100, Pyro's)")
     p.add_argument("--lr", type=float, default=4.2e-4, help="Adam lr (default 4.2e-4)")
     p.add_argument("--beta1", type=float, default=0.95, help="Adam β1 (default 0.95)")
+    p.add_argument("--twin-step-adam", action="store_true",
+                   help="Adam as the example runs it: a second step on zero gradients after "
+                        "each (inference.semisupervised.TwinStepAdam; default off)")
+    p.add_argument("--labelled-every", type=int, default=None,
+                   help="a labelled batch after every N unlabelled ones, cycling the labels "
+                        "(default: each label once per epoch, as the example)")
+    p.add_argument("--binarize", default="dynamic", choices=["dynamic", "none"],
+                   help="training pixels: fresh Bernoulli draws or grey levels as the example "
+                        "(default dynamic)")
+    p.add_argument("--valid", type=int, default=0,
+                   help="training images held out as the example's 10000 (default 0)")
     p.add_argument("--pyro", type=Path, action="append", default=[],
                    help="JSON of benchmarks/pyro_m2.py to print beside ours (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="JSON of our curves (default none)")
@@ -102,7 +130,8 @@ def main(argv=None) -> None:
                    help="write docs/benchmarks/tables/TABLE.md (default: print only)")
     args = p.parse_args(argv)
     ours = json.loads(args.ours.read_text()) if args.ours else []
-    train = None if args.ours else load_dataset("mnist", "train", download=False)
+    train = None if args.ours else load_dataset("mnist", "train", download=False,
+                                                binarize=args.binarize, valid=args.valid)
     test = None if args.ours else load_dataset("mnist", "test", download=False)
     for labels in [] if args.ours else map(int, args.labels.split(",")):
         for seed in map(int, args.seeds.split(",")):

@@ -72,19 +72,33 @@ class SemiSupervisedELBO(DifferentiableELBO):
 
 
 class SemiSupervisedData:
-    """Labelled and unlabelled data served as separate batches, the labelled ones spread
-    evenly over the epoch (as in Pyro's ``ss_vae_M2`` example)."""
+    """Labelled and unlabelled data served as separate batches.
 
-    def __init__(self, labelled: TensorData, unlabelled: TensorData):
+    By default each labelled point is served once per epoch, the labelled batches spread
+    evenly among the unlabelled ones (as in Pyro's ``ss_vae_M2`` example: with 100 labels
+    and batches of 100, one labelled batch per epoch). ``labelled_every=k`` serves a
+    labelled batch after every k unlabelled ones instead, cycling through the labelled
+    points (reshuffled at each pass), so the classification term acts on every k-th step
+    whatever the number of labels, as in Kingma et al.'s own code, where each minibatch
+    holds labelled and unlabelled points.
+    """
+
+    def __init__(self, labelled: TensorData, unlabelled: TensorData, *,
+                 labelled_every: int | None = None):
         if labelled.y is None:
             raise ValueError("the labelled part needs labels y")
+        if labelled_every is not None and labelled_every < 1:
+            raise ValueError(f"labelled_every must be a positive number of unlabelled "
+                             f"batches, got {labelled_every}")
         self.labelled, self.unlabelled = labelled, replace(unlabelled, y=None)
+        self.labelled_every = labelled_every
         self.info = {**labelled.info, "n": len(labelled) + len(unlabelled),
                      "labelled": len(labelled), "unlabelled": len(unlabelled)}
         self.image_shape, self.binarize = labelled.image_shape, labelled.binarize
 
     @classmethod
-    def split(cls, data: TensorData, labels: int, seed: int = 0) -> SemiSupervisedData:
+    def split(cls, data: TensorData, labels: int, seed: int = 0,
+              labelled_every: int | None = None) -> SemiSupervisedData:
         """Keep the labels of ``labels`` points, balanced over classes; hide the rest."""
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
         classes = data.y.unique()
@@ -95,7 +109,8 @@ class SemiSupervisedData:
         hidden = rest.nonzero()[:, 0]
         return cls(replace(data, x=data.x[chosen], y=data.y[chosen],
                            info={**data.info, "n": len(chosen)}),
-                   replace(data, x=data.x[hidden], y=None, info={**data.info, "n": len(hidden)}))
+                   replace(data, x=data.x[hidden], y=None, info={**data.info, "n": len(hidden)}),
+                   labelled_every=labelled_every)
 
     def __len__(self) -> int:
         return len(self.labelled) + len(self.unlabelled)
@@ -105,16 +120,23 @@ class SemiSupervisedData:
         return self.labelled.event_shape
 
     def to(self, device) -> SemiSupervisedData:
-        return SemiSupervisedData(self.labelled.to(device), self.unlabelled.to(device))
+        return SemiSupervisedData(self.labelled.to(device), self.unlabelled.to(device),
+                                  labelled_every=self.labelled_every)
 
     def head(self, n: int) -> Batch:
         return self.labelled.head(min(n, len(self.labelled)))
 
     def num_batches(self, batch_size: int) -> int:
-        return sum(math.ceil(len(d) / batch_size) for d in (self.labelled, self.unlabelled))
+        unsup = math.ceil(len(self.unlabelled) / batch_size)
+        if self.labelled_every is not None:
+            return unsup + unsup // self.labelled_every
+        return unsup + math.ceil(len(self.labelled) / batch_size)
 
     def batches(self, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[Batch]:
+        if self.labelled_every is not None:
+            yield from self._cycled(batch_size, shuffle, generator)
+            return
         sup = list(self.labelled.batches(batch_size, shuffle=shuffle, generator=generator))
         unsup = self.unlabelled.batches(batch_size, shuffle=shuffle, generator=generator)
         every = max(1, math.ceil(len(self.unlabelled) / batch_size) // len(sup))
@@ -123,3 +145,42 @@ class SemiSupervisedData:
                 yield sup.pop(0)
             yield batch
         yield from sup
+
+    def _cycled(self, batch_size: int, shuffle: bool,
+                generator: torch.Generator | None) -> Iterator[Batch]:
+        """A labelled batch after every ``labelled_every`` unlabelled ones, the labelled
+        points served in passes (each reshuffled when ``shuffle``)."""
+        def passes() -> Iterator[Batch]:
+            while True:
+                yield from self.labelled.batches(batch_size, shuffle=shuffle,
+                                                 generator=generator)
+        sup = passes()
+        unsup = self.unlabelled.batches(batch_size, shuffle=shuffle, generator=generator)
+        for i, batch in enumerate(unsup, start=1):
+            yield batch
+            if i % self.labelled_every == 0:
+                yield next(sup)
+
+
+class TwinStepAdam(torch.optim.Adam):
+    """Adam as Pyro's ``examples/vae/ss_vae_M2.py`` runs it, for like-for-like comparisons:
+    after every step a second one on zero gradients.
+
+    The example gives its two ``SVI`` objects (the ELBO and the auxiliary classification
+    loss) one ``pyro.optim.Adam``, and steps both on every batch. On an unlabelled batch the
+    auxiliary model scores nothing, so its step finds the zero gradients that ``SVI.step``
+    left (``pyro.infer.util.zero_grads`` replaces each gradient by zeros) and moves every
+    parameter by Adam's momentum alone: about β1 × the previous step again, so with β1 =
+    0.95 nearly twice the nominal learning rate. On its few labelled batches the second step
+    is the classification gradient's; this class takes the zero one there too.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad = torch.zeros_like(p.grad)
+        super().step()
+        return loss
