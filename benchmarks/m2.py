@@ -34,7 +34,7 @@ from models import make_model
 PYRO_TUTORIAL = {100: 0.9319, 600: 0.9437, 1000: 0.9487, 3000: 0.9582}
 
 
-def run(labels: int, seed: int, args, train, test) -> dict:
+def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
     data = SemiSupervisedData.split(train, labels, seed=seed,
                                     labelled_every=args.labelled_every)
     if args.unlabelled:
@@ -46,12 +46,14 @@ def run(labels: int, seed: int, args, train, test) -> dict:
     model = make_model(args.model, **(init if args.model == "m2" else {}))
     guide = make_guide("m2", **init)
     adam = TwinStepAdam if args.twin_step_adam else torch.optim.Adam
-    curve, start = [], time.perf_counter()
+    curve, checks, start = [], [], time.perf_counter()
     fit(model, guide, data, loss=SemiSupervisedELBO(alpha=46.0), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False, train_eval_points=0,
         optimizer=lambda p: adam(p, lr=args.lr, betas=(args.beta1, 0.999)),
-        on_epoch=lambda r: curve.append(accuracy(guide, test)))
-    return {"labels": labels, "seed": seed, "accuracy": curve, "settings": settings(args),
+        on_epoch=lambda r: (curve.append(accuracy(guide, test)),
+                            valid is not None and checks.append(accuracy(guide, valid))))
+    return {"labels": labels, "seed": seed, "accuracy": curve, "valid_accuracy": checks,
+            "settings": settings(args),
             "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -120,7 +122,8 @@ def main(argv=None) -> None:
                    help="training pixels: fresh Bernoulli draws or grey levels as the example "
                         "(default dynamic)")
     p.add_argument("--valid", type=int, default=0,
-                   help="training images held out as the example's 10000 (default 0)")
+                   help="training images held out for validation accuracy, as the example's 10000 "
+                        "(default 0)")
     p.add_argument("--pyro", type=Path, action="append", default=[],
                    help="JSON of benchmarks/pyro_m2.py to print beside ours (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="JSON of our curves (default none)")
@@ -133,11 +136,15 @@ def main(argv=None) -> None:
     train = None if args.ours else load_dataset("mnist", "train", download=False,
                                                 binarize=args.binarize, valid=args.valid)
     test = None if args.ours else load_dataset("mnist", "test", download=False)
+    valid = None if args.ours or not args.valid else load_dataset(
+        "mnist", "valid", download=False, valid=args.valid)
     for labels in [] if args.ours else map(int, args.labels.split(",")):
         for seed in map(int, args.seeds.split(",")):
-            ours.append(run(labels, seed, args, train, test))
+            ours.append(run(labels, seed, args, train, test, valid))
             print(f"lab m2, {labels} labels, seed {seed}: test accuracy by epoch "
                   + " ".join(f"{a:.4f}" for a in ours[-1]["accuracy"])
+                  + (" (validation " + " ".join(f"{a:.4f}" for a in ours[-1]["valid_accuracy"])
+                     + ")" if valid is not None else "")
                   + f" ({ours[-1]['seconds']:.0f} s)", flush=True)
             if args.out:
                 args.out.write_text(json.dumps(ours, indent=1) + "\n")
