@@ -200,8 +200,8 @@ def train_parser() -> argparse.ArgumentParser:
     a("--labels", type=int, help="semi-supervised (--loss m2): keep N labels (balanced), hide "
                                  "the rest (default: keep all)")
     a("--labelled-every", type=int, help="--labels: a labelled batch after every N unlabelled "
-                                         "ones, cycling the labels (default: each label once "
-                                         "per epoch, spread out, as Pyro's ss_vae_M2)")
+                                         "ones, cycling the labels (default 1); 0: each label "
+                                         "once per epoch, spread out, as Pyro's ss_vae_M2")
     a("--alpha", type=float, help="--loss m2: weight of the classification term "
                                   "(default 46.0)")
     a("--prior-epochs", type=int, help="VQ-VAE: then fit its code prior for N epochs on the "

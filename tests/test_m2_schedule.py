@@ -98,3 +98,10 @@ def test_vae_train_labelled_every_reaches_the_training_data():
     assert train.labelled_every == 3 and len(train.labelled) == 20
     kinds = ["L" if y is not None else "U" for _, y in train.batches(50)]
     assert "".join(kinds[:8]) == "UUULUUUL"
+    default = load_data(RunConfig(dataset="embedded", model="m2", guide="m2", loss="m2",
+                                  labels=20, valid=100), download=False)["train"]
+    assert default.labelled_every == 1  # the lab's default: labels on every other step
+    example = load_data(RunConfig(dataset="embedded", model="m2", guide="m2", loss="m2",
+                                  labels=20, labelled_every=0, valid=100), download=False)
+    assert example["train"].labelled_every is None  # Pyro's example: once per epoch
+    assert [y is not None for _, y in example["train"].batches(50)].count(True) == 1
