@@ -52,11 +52,15 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
     guide = make_guide("m2", **init)
     adam = TwinStepAdam if args.twin_step_adam else torch.optim.Adam
     curve, checks, start = [], [], time.perf_counter()
+
+    def score(_record) -> None:  # test accuracy after each epoch, validation's when held out
+        curve.append(accuracy(guide, test))
+        if valid is not None:
+            checks.append(accuracy(guide, valid))
+
     fit(model, guide, data, loss=SemiSupervisedELBO(alpha=46.0), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False, train_eval_points=0,
-        optimizer=lambda p: adam(p, lr=args.lr, betas=(args.beta1, 0.999)),
-        on_epoch=lambda r: (curve.append(accuracy(guide, test)),
-                            valid is not None and checks.append(accuracy(guide, valid))))
+        optimizer=lambda p: adam(p, lr=args.lr, betas=(args.beta1, 0.999)), on_epoch=score)
     return {"labels": labels, "seed": seed, "accuracy": curve, "valid_accuracy": checks,
             "settings": settings(args),
             "seconds": round(time.perf_counter() - start, 1)}
