@@ -124,3 +124,13 @@ def test_benchmark_trains_cells_in_turns_and_resumes(tmp_path, monkeypatch):
     assert all(math.isfinite(r["valid_elbo"]) and 0 <= r["mig"] <= 1 for r in curves[0])
     history = json.loads((bench.folder(args, "vae", 1.0, 0) / "metrics.json").read_text())
     assert sum(r["steps"] for r in history["history"]) == 8
+
+
+def test_sprites_splits_are_rendered_once_and_equal_a_fresh_render():
+    from inference.disentangle.data import _split, load_factor_split
+
+    kept = load_factor_split("sprites", "valid", valid=300)
+    assert load_factor_split("sprites", "valid", valid=300) is kept
+    fresh = _split("sprites", "valid", 300, None, False)
+    assert fresh is not kept and torch.equal(fresh.x, kept.x) and kept.x.shape == (300, 4096)
+    assert load_factor_split("sprites", "valid", valid=200).x.shape == (200, 4096)
