@@ -118,11 +118,13 @@ def pair_impute(objective: str, x: np.ndarray, seen: np.ndarray, args, seed: int
     return filled.double().numpy(), best["epoch"]
 
 
-def run_dataset(name: str, args, save) -> dict:
+def run_dataset(name: str, args, save, done: list | None = None) -> dict:
     """Every rate, mask and method on one dataset; ``save(out)`` after each result, so that
-    an interrupted run keeps what it measured (the table counts the masks of each cell)."""
+    an interrupted run keeps what it measured (the table counts the masks of each cell).
+    The results in ``done`` (an earlier run's, at the same settings) are kept, not rerun."""
     full = load(name)
-    out = {"n": full.shape[0], "d": full.shape[1], "results": []}
+    out = {"n": full.shape[0], "d": full.shape[1], "results": list(done or [])}
+    have = {(r["rate"], r["mask"], r["method"]) for r in out["results"]}
     for rate in args.rates:
         for seed in range(args.masks):
             seen = mcar(full.shape, rate, seed)
@@ -131,6 +133,8 @@ def run_dataset(name: str, args, save) -> dict:
             sd[sd == 0] = 1
             z, zfull = (x - mu) / sd, (full - mu) / sd
             for method in args.methods:
+                if (rate, seed, method) in have:
+                    continue
                 start, epoch = time.perf_counter(), None
                 if method in ("elbo", "miwae"):
                     filled, epoch = pair_impute(method, z, seen, args, seed)
@@ -185,6 +189,27 @@ def settings(results: Path) -> tuple[str, str]:
     return "; ".join(budget) or "none run", "; ".join(seeds) or "none"
 
 
+#: Settings that may differ between the runs that fill one dataset's results.
+GROWS = ("rates", "masks", "methods", "table", "results")
+
+
+def resumable(path: Path, saved: dict) -> list:
+    """The results already in ``path`` when they were made at the same settings (a rerun
+    adds rates, masks or methods to them); [] when there are none."""
+    if not path.exists():
+        return []
+    before = json.loads(path.read_text())
+    same = {k: v for k, v in before["args"].items() if k not in GROWS}
+    now = {k: v for k, v in saved.items() if k not in GROWS}
+    if same != now:
+        differ = sorted(k for k in same.keys() | now.keys() if same.get(k) != now.get(k))
+        raise SystemExit(f"error: {path} holds results made with other settings "
+                         f"({', '.join(differ)}); give another --results or move it away")
+    saved["rates"] = sorted({*before["args"]["rates"], *saved["rates"]})
+    saved["masks"] = max(before["args"]["masks"], saved["masks"])
+    return before["results"]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=DATASETS, help="dataset to run (default: none)")
@@ -217,8 +242,10 @@ def main(argv=None) -> int:
         results.mkdir(parents=True, exist_ok=True)
         saved = {k: v for k, v in vars(args).items() if k != "table"}
         path = results / f"{args.dataset}.json"
+        done = resumable(path, saved)
         run_dataset(args.dataset, args,
-                    lambda out: path.write_text(json.dumps({**out, "args": saved}, indent=1)))
+                    lambda out: path.write_text(json.dumps({**out, "args": saved}, indent=1)),
+                    done)
     if args.table:
         from provenance import write_table
 

@@ -3,14 +3,19 @@ epoch, beside Pyro's own ``ss_vae_M2`` example's curve at the same epochs, measu
 the example on this machine (``benchmarks/pyro_m2.py``).
 
 The example's documented settings: ``m2`` model and guide (500 hidden units, 50 latents,
-every Linear initialised from N(0, 1e-3) as in the example's ``utils/custom_mlp.py``),
+hidden layers initialised from N(0, 1e-3²) as in the example's ``utils/custom_mlp.py``),
 ``SemiSupervisedELBO`` (TraceEnum_ELBO with y enumerated on unlabelled batches + 46 × the
-classifier's cross-entropy on labelled ones), Adam lr 4.2e-4 β1 0.95, batch 100, labelled
-batches spread over each epoch. All trained by ``fit``. ``--model conditional_mlp
---init-std none`` gives the pair with PyTorch's default initialisation, to see the gap.
+classifier's cross-entropy on labelled ones), Adam lr 4.2e-4 β1 0.95, batch 100, trained by
+``fit``. ``--valid 10000`` trains on the example's 50,000 images and prints the validation
+accuracy, on which settings are chosen. The labelled batches: ``vae-train``'s default, one
+after every unlabelled batch (``--labelled-every 1``), or the example's, each label once
+per epoch (``--labelled-every 0``: with 100 labels, one labelled batch in 500).
+``--twin-step-adam`` adds the example's extra zero-gradient Adam step
+(:class:`inference.semisupervised.TwinStepAdam`); ``--model conditional_mlp --init-std
+none`` gives the pair with PyTorch's default initialisation.
 
     python benchmarks/pyro_m2.py --pyro-repo PYRO_GIT_DIR --epochs 3 --seeds 0,1,2
-    python benchmarks/m2.py --labels 100 --epochs 3 --seeds 0,1,2 \\
+    python benchmarks/m2.py --labels 100 --epochs 3 --seeds 0,1,2 --valid 10000 \\
         --pyro .bench/pyro/pyro-m2-100-3.json --table m2-100-3
 """
 
@@ -34,24 +39,26 @@ from models import make_model
 PYRO_TUTORIAL = {100: 0.9319, 600: 0.9437, 1000: 0.9487, 3000: 0.9582}
 
 
-def run(labels: int, seed: int, args, train, test) -> dict:
-    data = SemiSupervisedData.split(train, labels, seed=seed,
-                                    labelled_every=args.labelled_every)
+def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
+    every = args.labelled_every or None  # 0: the example's schedule
+    data = SemiSupervisedData.split(train, labels, seed=seed, labelled_every=every)
     if args.unlabelled:
         data = SemiSupervisedData(data.labelled, data.unlabelled.subset(args.unlabelled, seed=seed),
-                                  labelled_every=args.labelled_every)
+                                  labelled_every=every)
     torch.manual_seed(seed)
     init = {} if args.init_std == "default" else {
         "init_std": None if args.init_std == "none" else float(args.init_std)}
     model = make_model(args.model, **(init if args.model == "m2" else {}))
     guide = make_guide("m2", **init)
     adam = TwinStepAdam if args.twin_step_adam else torch.optim.Adam
-    curve, start = [], time.perf_counter()
+    curve, checks, start = [], [], time.perf_counter()
     fit(model, guide, data, loss=SemiSupervisedELBO(alpha=46.0), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False, train_eval_points=0,
         optimizer=lambda p: adam(p, lr=args.lr, betas=(args.beta1, 0.999)),
-        on_epoch=lambda r: curve.append(accuracy(guide, test)))
-    return {"labels": labels, "seed": seed, "accuracy": curve, "settings": settings(args),
+        on_epoch=lambda r: (curve.append(accuracy(guide, test)),
+                            valid is not None and checks.append(accuracy(guide, valid))))
+    return {"labels": labels, "seed": seed, "accuracy": curve, "valid_accuracy": checks,
+            "settings": settings(args),
             "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -73,7 +80,10 @@ def _mean_sd(values: list[float]) -> str:
 def _name(r: dict) -> str:
     if "command" in r:
         return "Pyro's `ss_vae_M2.py`"
-    return f"lab `m2` (fit, {r['settings']})" if r.get("settings") else "lab `m2` (fit)"
+    said = r.get("settings", "")
+    if "labelled batch every" not in said:  # --labelled-every 0
+        said = ", ".join(filter(None, ["each label once per epoch", said]))
+    return f"lab `m2` (fit, {said})"
 
 
 def table(ours: list[dict], pyro: list[dict]) -> str:
@@ -82,17 +92,43 @@ def table(ours: list[dict], pyro: list[dict]) -> str:
     rows = ours + pyro
     epochs = max(len(r["accuracy"]) for r in rows)
     head = "| run | labels | seed | " + " | ".join(f"epoch {e + 1}" for e in range(epochs))
-    lines = [head + " | time (s) |", "|---" * (epochs + 4) + "|"]
+    lines = [head + " | validation, last epoch | time (s) |", "|---" * (epochs + 5) + "|"]
     for r in rows:
         cells = [f"{a:.4f}" for a in r["accuracy"]] + [""] * (epochs - len(r["accuracy"]))
+        valid = r.get("valid_accuracy") or r.get("validation")
         lines.append(f"| {_name(r)} | {r['labels']} | {r['seed']} | " + " | ".join(cells)
-                     + f" | {r['seconds']:.0f} |")
+                     + f" | {f'{valid[-1]:.4f}' if valid else '–'} | {r['seconds']:.0f} |")
     lines += ["", "| run | labels | seeds | last epoch, mean ± sd |", "|---|---|---|---|"]
     groups = dict.fromkeys((_name(r), r["labels"]) for r in rows)
     for name, labels in groups:
         last = [r["accuracy"][-1] for r in rows if (_name(r), r["labels"]) == (name, labels)]
         lines.append(f"| {name} | {labels} | {len(last)} | {_mean_sd(last)} |")
     return "\n".join(lines)
+
+
+def figure(rows: list[dict], path: Path) -> Path:
+    """Test accuracy against epochs, one line per run, a colour per settings."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours: dict[str, str] = {}
+    for r in rows:
+        name = _name(r)
+        first = name not in colours
+        colour = colours.setdefault(name, f"C{len(colours)}")
+        epochs = range(1, len(r["accuracy"]) + 1)
+        ax.plot(epochs, r["accuracy"], "o-", color=colour, alpha=0.8,
+                label=name.replace("`", "") if first else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy of q(y | x)")
+    ax.set_xticks(range(1, max(len(r["accuracy"]) for r in rows) + 1))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> None:
@@ -113,31 +149,37 @@ def main(argv=None) -> None:
     p.add_argument("--twin-step-adam", action="store_true",
                    help="Adam as the example runs it: a second step on zero gradients after "
                         "each (inference.semisupervised.TwinStepAdam; default off)")
-    p.add_argument("--labelled-every", type=int, default=None,
+    p.add_argument("--labelled-every", type=int, default=1,
                    help="a labelled batch after every N unlabelled ones, cycling the labels "
-                        "(default: each label once per epoch, as the example)")
+                        "(default 1, vae-train's); 0: each label once per epoch, as the example")
     p.add_argument("--binarize", default="dynamic", choices=["dynamic", "none"],
                    help="training pixels: fresh Bernoulli draws or grey levels as the example "
                         "(default dynamic)")
     p.add_argument("--valid", type=int, default=0,
-                   help="training images held out as the example's 10000 (default 0)")
+                   help="training images held out for validation accuracy, as the example's 10000 "
+                        "(default 0)")
     p.add_argument("--pyro", type=Path, action="append", default=[],
                    help="JSON of benchmarks/pyro_m2.py to print beside ours (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="JSON of our curves (default none)")
-    p.add_argument("--ours", type=Path, default=None,
-                   help="JSON of an earlier --out: tabulate it instead of training (default none)")
+    p.add_argument("--ours", type=Path, action="append", default=[],
+                   help="JSON of an earlier --out: tabulate it instead of training "
+                        "(repeatable; default none)")
     p.add_argument("--table", default=None,
                    help="write docs/benchmarks/tables/TABLE.md (default: print only)")
     args = p.parse_args(argv)
-    ours = json.loads(args.ours.read_text()) if args.ours else []
+    ours = [r for path in args.ours for r in json.loads(path.read_text())]
     train = None if args.ours else load_dataset("mnist", "train", download=False,
                                                 binarize=args.binarize, valid=args.valid)
     test = None if args.ours else load_dataset("mnist", "test", download=False)
+    valid = None if args.ours or not args.valid else load_dataset(
+        "mnist", "valid", download=False, valid=args.valid)
     for labels in [] if args.ours else map(int, args.labels.split(",")):
         for seed in map(int, args.seeds.split(",")):
-            ours.append(run(labels, seed, args, train, test))
+            ours.append(run(labels, seed, args, train, test, valid))
             print(f"lab m2, {labels} labels, seed {seed}: test accuracy by epoch "
                   + " ".join(f"{a:.4f}" for a in ours[-1]["accuracy"])
+                  + (" (validation " + " ".join(f"{a:.4f}" for a in ours[-1]["valid_accuracy"])
+                     + ")" if valid is not None else "")
                   + f" ({ours[-1]['seconds']:.0f} s)", flush=True)
             if args.out:
                 args.out.write_text(json.dumps(ours, indent=1) + "\n")
@@ -149,10 +191,15 @@ def main(argv=None) -> None:
     text = table(ours, pyro)
     print("\n" + text)
     if args.table:
+        folder = Path(__file__).resolve().parent.parent / "docs" / "figures" / "m2"
+        print(f"wrote {figure(ours + pyro, folder / f'{args.table}.png')}")
+        capped = f"{args.unlabelled} unlabelled points" if args.unlabelled else \
+            "all unlabelled points"
+        saved = ("; the lab's rows read from saved runs (--ours), each trained as its own "
+                 "process at 1 thread" if args.ours else "")
         write_table(args.table, text, budget=f"{args.epochs} epochs, batch {args.batch_size}, "
-                    f"Adam lr {args.lr} β1 {args.beta1}, all unlabelled points unless capped "
-                    f"({args.unlabelled}); Pyro's example at the same epochs and settings",
-                    seeds=args.seeds)
+                    f"Adam lr {args.lr} β1 {args.beta1}, {capped}; Pyro's example at the same "
+                    f"epochs and settings{saved}", seeds=args.seeds)
 
 
 if __name__ == "__main__":

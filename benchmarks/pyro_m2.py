@@ -32,7 +32,7 @@ from inference.data import resolve_data_dir
 
 SETTINGS = ["--aux-loss", "-alm", "46", "-enum", "parallel", "-zd", "50", "-hl", "500",
             "-lr", "0.00042", "-b1", "0.95", "-bs", "100"]
-_LINE = re.compile(r"^(\d+) epoch: .* test accuracy ([0-9.]+)")
+_LINE = re.compile(r"^(\d+) epoch: .* validation accuracy ([0-9.]+) test accuracy ([0-9.]+)")
 
 
 def export_example(repo: Path, rev: str, dest: Path, data_dir: Path) -> Path:
@@ -65,6 +65,12 @@ def export_example(repo: Path, rev: str, dest: Path, data_dir: Path) -> Path:
     return folder
 
 
+def parse(output: str) -> tuple[list[float], list[float]]:
+    """The example's validation and test accuracy after each epoch, from its printout."""
+    found = [m for m in map(_LINE.match, output.splitlines()) if m]
+    return [float(m.group(2)) for m in found], [float(m.group(3)) for m in found]
+
+
 def run_example(folder: Path, labels: int, epochs: int, seed: int, log: Path) -> dict:
     """Run the example once; its per-epoch test accuracy and wall-clock seconds."""
     cmd = [sys.executable, "ss_vae_M2.py", "--seed", str(seed), "-n", str(epochs),
@@ -75,10 +81,11 @@ def run_example(folder: Path, labels: int, epochs: int, seed: int, log: Path) ->
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode:
         raise SystemExit(f"error: Pyro's example exited {proc.returncode}; see {log}")
-    curve = [float(m.group(2)) for m in map(_LINE.match, proc.stdout.splitlines()) if m]
+    valid, curve = parse(proc.stdout)
     if len(curve) != epochs:
         raise SystemExit(f"error: found {len(curve)} epoch lines in {log}, expected {epochs}")
     return {"labels": labels, "epochs": epochs, "seed": seed, "accuracy": curve,
+            "validation": valid,
             "seconds": round(seconds, 1), "command": " ".join(cmd[1:])}
 
 

@@ -136,7 +136,8 @@ def main(argv=None) -> None:
     for r in results:
         if r["train_seed"] == 0:
             names = [k for k in r["rows"] if k != FLOOR]
-            print(f"wrote {figure(r['dataset'], Path(r['run']), names)}")
+            run = Path(args.out) / f"{r['dataset']}-mlp-seed{r['train_seed']}"  # where it is now
+            print(f"wrote {figure(r['dataset'], run, names)}")
     write_table("samplers", markdown(results),
                 budget=f"pair: {args.epochs} epochs on {args.train_limit} images; samplers: "
                        f"their defaults; {args.samples} samples each",

@@ -163,7 +163,8 @@ def _train_main(argv: list[str] | None) -> int:
                             divergence=None if args.no_divergence_check else 1e3,
                             figures=() if args.no_figures else TRAIN_FIGURES)
         if distributed.rank() == 0:
-            print(final_line(metrics, out))
+            table = getattr(MODELS.get(config.model), "is_table", False)
+            print(final_line(metrics, out, unit="row" if table else "image"))
         if args.eval_samples > 0:  # under torchrun every rank scores its share of the points
             distributed.barrier("the end of training")  # rank 0 has written best.pt
             evaluate_run(out, num_samples=args.eval_samples, device=args.device or "auto",
@@ -188,7 +189,7 @@ def list_only(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def final_line(metrics: dict, out: Path) -> str:
+def final_line(metrics: dict, out: Path, unit: str = "image") -> str:
     """The last line of vae-train: the test ELBO, and which epoch's weights scored it."""
     epochs = metrics["epochs"]
     ran = f"{epochs} epoch{'s' * (epochs != 1)}" + (" (stopped early)"
@@ -198,7 +199,7 @@ def final_line(metrics: dict, out: Path) -> str:
     if "test_uniform_prior" in metrics:
         fitted = metrics["prior"]["epochs"]
         which += f", and its code prior fitted for {fitted} epoch{'s' * (fitted != 1)}"
-    return (f"final test ELBO: {metrics['test_elbo']:.2f} nats per image, with {which}; run "
+    return (f"final test ELBO: {metrics['test_elbo']:.2f} nats per {unit}, with {which}; run "
             f"saved in {out}")
 
 

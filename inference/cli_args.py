@@ -1,5 +1,6 @@
 """The flags of the console scripts (``vae-train``, ``vae-eval``, ``vae-plot``,
-``vae-sample``, ``vae-encode``, ``vae-ood``), and which flags each mode of a command uses.
+``vae-sample``, ``vae-encode``, ``vae-ood``; ``vae-impute``'s are in
+:mod:`inference.owndata.impute_cli`), and which flags each mode of a command uses.
 
 Every flag's help states its default and its choices. A flag that a mode does not use is
 refused in one line (:func:`refuse_unused`), never silently ignored. Lists are given either
@@ -198,6 +199,9 @@ def train_parser() -> argparse.ArgumentParser:
                        ", rising to --beta")
     a("--labels", type=int, help="semi-supervised (--loss m2): keep N labels (balanced), hide "
                                  "the rest (default: keep all)")
+    a("--labelled-every", type=int, help="--labels: a labelled batch after every N unlabelled "
+                                         "ones, cycling the labels (default 1); 0: each label "
+                                         "once per epoch, spread out, as Pyro's ss_vae_M2")
     a("--alpha", type=float, help="--loss m2: weight of the classification term "
                                   "(default 46.0)")
     a("--prior-epochs", type=int, help="VQ-VAE: then fit its code prior for N epochs on the "

@@ -87,6 +87,8 @@ class RunConfig:
     beta: float = 1.0  # weight of the latent sites' log-densities in training (β-VAE)
     anneal: str = "none"  # none, linear:EPOCHS or cyclical:PERIOD[:RATIO], rising to beta
     labels: int | None = None  # semi-supervised: keep this many labels, hide the others
+    labelled_every: int = 1  # semi-supervised: a labelled batch every N unlabelled; 0: the
+    # labels once per epoch, spread out (Pyro's ss_vae_M2 example)
     prior_epochs: int = 0  # VQ-VAE: epochs of its code prior's fit after the VQ-VAE's
     alpha: float = 46.0  # loss m2: weight of the classification term
     seed: int = 0
@@ -112,6 +114,7 @@ class RunConfig:
         non_negative_int("seed", self.seed)
         optional(positive_int, "z_dim", self.z_dim)
         optional(positive_int, "labels", self.labels)
+        non_negative_int("labelled_every", self.labelled_every)
         optional(non_negative_int, "valid", self.valid)
         optional(non_negative_int, "test", self.test)
         optional(positive_int, "image_size", self.image_size)

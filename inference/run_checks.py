@@ -25,10 +25,13 @@ def check_settings(config: RunConfig, explicit: set[str]) -> None:
             raise ValueError(f"--{name.replace('_', '-')} does nothing here: neither the model "
                              f"{config.model} nor the guide {config.guide} takes {name}; set "
                              f"their own options with --model-config and --guide-config")
-    if {"alpha", "labels"} & explicit and config.loss != "m2":
-        name = sorted({"alpha", "labels"} & explicit)[0]
-        raise ValueError(f"--{name} is for semi-supervised training (--loss m2); this run's "
-                         f"loss is {config.loss}: drop it")
+    if {"alpha", "labels", "labelled_every"} & explicit and config.loss != "m2":
+        name = sorted({"alpha", "labels", "labelled_every"} & explicit)[0]
+        raise ValueError(f"--{name.replace('_', '-')} is for semi-supervised training (--loss "
+                         f"m2); this run's loss is {config.loss}: drop it")
+    if "labelled_every" in explicit and config.labels is None:
+        raise ValueError("--labelled-every schedules the labelled batches of --labels N, and "
+                         "this run keeps every label: add --labels or drop it")
     if "binarize" in explicit and config.dataset in ("binarized-mnist", "sprites", "dsprites"):
         raise ValueError(f"--binarize does nothing on {config.dataset}, whose images are "
                          f"binary already: drop it")

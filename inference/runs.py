@@ -138,7 +138,8 @@ def load_data(config: RunConfig, data_dir=None, download: bool = True) -> dict[s
     if config.labels is not None:
         if data["train"].y is None:
             raise ValueError(f"--labels needs a labelled dataset; {config.dataset} has none")
-        data["train"] = SemiSupervisedData.split(data["train"], config.labels, seed=config.seed)
+        data["train"] = SemiSupervisedData.split(data["train"], config.labels, seed=config.seed,
+                                                 labelled_every=config.labelled_every or None)
     return data
 
 

@@ -20,9 +20,11 @@ from inference.cli_args import (
     train_parser,
 )
 from inference.config import RunConfig
+from inference.owndata.impute_cli import impute_parser
 
 PARSERS = {"vae-train": train_parser, "vae-eval": eval_parser, "vae-plot": plot_parser,
-           "vae-sample": sample_parser, "vae-encode": encode_parser, "vae-ood": ood_parser}
+           "vae-sample": sample_parser, "vae-encode": encode_parser, "vae-ood": ood_parser,
+           "vae-impute": impute_parser}
 MAINS = {"vae-train": cli.train_main, "vae-eval": cli.eval_main, "vae-ood": cli.ood_main}
 
 
@@ -184,6 +186,9 @@ def test_vae_train_list_takes_no_other_flag(capsys):
 @pytest.mark.parametrize("argv, words", [
     (["--alpha", "10"], "--alpha is for semi-supervised training (--loss m2)"),
     (["--labels", "100"], "--labels is for semi-supervised training (--loss m2)"),
+    (["--labelled-every", "2"], "--labelled-every is for semi-supervised training"),
+    (["--model", "m2", "--guide", "m2", "--loss", "m2", "--labelled-every", "2"],
+     "--labelled-every schedules the labelled batches of --labels N"),
     (["--dataset", "binarized-mnist", "--binarize", "static"], "--binarize does nothing on "
                                                               "binarized-mnist"),
     (["--dataset", "sprites", "--binarize", "none"], "--binarize does nothing on sprites"),

@@ -86,3 +86,22 @@ def test_twin_step_adam_moves_as_pyro_examples_two_svis_sharing_one_optimizer():
         assert got.shape == want.shape
         torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6)
         assert (single.detach() - want).abs().max() > 1e-3  # plain Adam does not
+
+
+def test_vae_train_labelled_every_reaches_the_training_data():
+    from inference.config import RunConfig
+    from inference.runs import load_data
+
+    config = RunConfig(dataset="embedded", model="m2", guide="m2", loss="m2", labels=20,
+                       labelled_every=3, valid=100)
+    train = load_data(config, download=False)["train"]
+    assert train.labelled_every == 3 and len(train.labelled) == 20
+    kinds = ["L" if y is not None else "U" for _, y in train.batches(50)]
+    assert "".join(kinds[:8]) == "UUULUUUL"
+    default = load_data(RunConfig(dataset="embedded", model="m2", guide="m2", loss="m2",
+                                  labels=20, valid=100), download=False)["train"]
+    assert default.labelled_every == 1  # the lab's default: labels on every other step
+    example = load_data(RunConfig(dataset="embedded", model="m2", guide="m2", loss="m2",
+                                  labels=20, labelled_every=0, valid=100), download=False)
+    assert example["train"].labelled_every is None  # Pyro's example: once per epoch
+    assert [y is not None for _, y in example["train"].batches(50)].count(True) == 1

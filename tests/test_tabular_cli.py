@@ -20,6 +20,7 @@ def test_a_csv_with_empty_cells_trains_imputes_and_scores(tmp_path, loss, capsys
     mixed_csv(tmp_path / "t.csv", n=80)
     run = tmp_path / "run"
     assert train_main([*FAST, *loss, "--data", str(tmp_path / "t.csv"), "--out", str(run)]) == 0
+    assert "nats per row" in capsys.readouterr().out  # a table's unit, not "per image"
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["name"] == config["guide"]["name"] == "tabular"
     record = json.loads((run / "data.json").read_text())
