@@ -1,17 +1,23 @@
-"""β-VAE against β-TCVAE (and DIP-VAE-I) on the rendered dSprites, several seeds each.
+"""β-TCVAE against β-VAE and the plain VAE on the rendered dSprites, trained until the
+disentanglement metrics move, with MIG and the KL per latent at every checkpoint.
 
-Chen et al. (2018) report that β-TCVAE beats β-VAE on MIG at equal β; Locatello et al.
-(2019) warn that the seed moves the scores as much as the objective does. Each cell
-(objective, β, seed) is a ``vae-train`` run folder under ``--out`` (a finished cell is read
-back, an interrupted one resumes), scored by ``vae-eval --disentanglement`` for MIG, the
-FactorVAE score and DCI, with the test ELBO and the ELBO's decomposition. Writes
-``table.md``, ``results.json`` and ``mig-vs-beta.png`` into ``--out``.
+Chen et al. (2018) report that β-TCVAE beats β-VAE on MIG; Locatello et al. (2019) train
+300,000 steps of batch 64 and warn that the seed moves the scores as much as the objective.
+Each cell (objective, β, seed) is a ``vae-train`` run folder under ``--out``, with
+disentanglement_lib's settings where they fit a CPU: 10 latents, Bernoulli likelihood,
+batch 64, Adam, the encoder's mean as the code (MLP networks, not its convolutions). The
+cells of one seed train in turns, ``--eval-every`` epochs at a time, so that all of them
+have the same number of steps whenever the run stops; after each turn the last weights
+are scored (MIG on 10,000 random sprites and the KL per latent on validation images) into
+the folder's ``curve.jsonl``. A stopped or interrupted table resumes where it was.
+``--time-budget`` stops starting new turns when the next would not fit. Each cell's last
+weights then get MIG, DCI, the FactorVAE score, SAP, the test ELBO and its decomposition
+(``vae-eval --disentanglement``); ``table.md``, ``results.json``, ``mig-vs-steps.png``,
+``kl-per-latent.png`` and ``traversals.png`` (the best cell's latents, each labelled with
+the factor it shares most information with) go into ``--out``, and with ``--docs`` the
+table (through ``provenance.write_table``) and figures into the docs.
 
-    python benchmarks/disentanglement.py --out runs/disentangle   # the full table: 8 to 9 h
-    # the docs' table: 26 min at one thread on the 2-core shared CPU
-    python benchmarks/disentanglement.py --out runs/dis-small --seeds 0,1,2 --hidden 128 \\
-        --steps 1000 --train-points 10000 --valid-points 1000 --metric-scale 0.1 \\
-        --dci-trees 10 --decomposition-points 2000
+    python benchmarks/disentanglement.py --out runs/disentangle --docs   # see the docs page
 """
 
 from __future__ import annotations
@@ -19,164 +25,242 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from provenance import write_table
 
 from inference.checkpoint import load_json
 from inference.config import RunConfig
+from inference.disentangle import progress
+from inference.disentangle.data import ground_truth, load_factor_split
 from inference.disentangle.evaluate import evaluate_disentanglement
+from inference.run_folder import load_run
 from inference.runs import train_run
 
-COLUMNS = (("MIG", "mig", "mig"), ("FactorVAE", "factor_vae", "eval_accuracy"),
-           ("DCI-D", "dci", "disentanglement"))
-NAMES = {"beta": "β-VAE", "betatc": "β-TCVAE", "dip1": "DIP-VAE-I"}
+NAMES = {"vae": "VAE", "beta": "β-VAE", "betatc": "β-TCVAE", "dip1": "DIP-VAE-I"}
+LOSS = {"vae": "trace", "beta": "trace", "betatc": "betatc", "dip1": "dip1"}
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures" / "disentangle"
+KEYS = ("MIG", "DCI-D", "FactorVAE", "SAP", "ELBO", "MI", "TC", "dim-KL", "active")
 
 
-def cells(args) -> list[tuple[str, float, int]]:
-    """(objective, β, seed), seed by seed, so that a stopped table is balanced. β-TCVAE at
-    β = 1 (α = γ = 1) is the ELBO itself, with the same draws and gradients
-    (tests/test_disentangle_objectives.py): it is not trained again, β-VAE's cell stands for
-    it."""
-    return [cell for seed in args.seeds for cell in
-            [(obj, beta, seed) for beta in args.betas for obj in ("beta", "betatc")
-             if not (obj == "betatc" and beta == 1)]
-            + ([("dip1", 1.0, seed)] if args.dip else [])]
+def parse_cells(text: str) -> list[tuple[str, float]]:
+    """``betatc:6,beta:4,vae`` -> [("betatc", 6.0), ("beta", 4.0), ("vae", 1.0)]."""
+    cells = []
+    for item in text.split(","):
+        obj, _, beta = item.partition(":")
+        if obj not in NAMES:
+            raise argparse.ArgumentTypeError(f"unknown objective {obj!r}; choose from "
+                                             f"{', '.join(NAMES)}")
+        b = float(beta) if beta else 1.0
+        if obj in ("vae", "dip1") and b != 1:
+            raise argparse.ArgumentTypeError(f"{obj} has no β; write it without ':β'")
+        cells.append((obj, b))
+    return cells
 
 
-def config(obj: str, beta: float, seed: int, args) -> RunConfig:
-    steps_per_epoch = math.ceil(args.train_points / args.batch_size)
+def folder(args, obj: str, beta: float, seed: int) -> Path:
+    return args.out / f"{obj}-b{beta:g}-s{seed}-lr{args.lr:g}"
+
+
+def config(args, obj: str, beta: float, seed: int, epochs: int) -> RunConfig:
     return RunConfig(model="bernoulli_mlp", guide="gaussian_mlp", z_dim=10,
                      hidden=tuple(args.hidden), dataset="sprites",
-                     train_limit=args.train_points, valid=args.valid_points,
-                     loss="trace" if obj == "beta" else obj,
-                     beta=beta, epochs=max(1, round(args.steps / steps_per_epoch)),
-                     batch_size=args.batch_size, lr=args.lr, seed=seed, device=args.device)
+                     train_limit=args.train_points, valid=args.valid_points, loss=LOSS[obj],
+                     beta=beta, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                     seed=seed, device="cpu")
 
 
-def run_cell(obj: str, beta: float, seed: int, args) -> dict:
-    folder = args.out / f"{obj}-b{beta:g}-s{seed}"
-    scored = folder / ("disentanglement" + (f"-seed{seed}" if seed else "")
-                       + ("" if args.metric_scale == 1 else f"-scale{args.metric_scale:g}")
-                       + ".json")  # the name evaluate_disentanglement writes
-    if not (folder / "metrics.json").exists():
-        train_run(config(obj, beta, seed, args), folder,
-                  resume=(folder / "checkpoint.pt").exists(), progress=False,
-                  figures=("traversals",), tensorboard=False, log=lambda *_: None)
-    if not scored.exists():
-        evaluate_disentanglement(folder, metrics=("mig", "factor_vae", "dci"), seed=seed,
-                                 scale=args.metric_scale, device=args.device,
-                                 decomposition_points=args.decomposition_points,
-                                 options={"dci": {"n_estimators": args.dci_trees}},
-                                 log=lambda *_: None)
-    result, metrics = load_json(scored), load_json(folder / "metrics.json")
-    row = {name: result["metrics"][m][k] for name, m, k in COLUMNS}
-    return {"objective": obj, "beta": beta, "seed": seed, **row, "ELBO": result["test_elbo"],
-            "TC": result["decomposition"]["total_correlation"],
-            "steps": sum(r["steps"] for r in metrics["history"]),
-            "train_seconds": sum(r["seconds"] for r in metrics["history"])}
+def advance(args, cell: tuple[str, float, int], epochs: int, valid_x: torch.Tensor) -> dict:
+    """Train the cell to ``epochs`` (resuming) and score its last weights into the curve;
+    returns the curve's last record."""
+    obj, beta, seed = cell
+    out = folder(args, *cell)
+    curve_path = out / "curve.jsonl"
+    done = {r["epoch"]: r for r in progress.read_curve(curve_path)}
+    if epochs in done:
+        return done[epochs]
+    ckpt = out / "checkpoint.pt"
+    train_run(config(args, obj, beta, seed, epochs), out, resume=ckpt.exists(),
+              explicit={"epochs"}, progress=False, figures=(), tensorboard=False,
+              log=lambda *_: None)
+    model, guide, saved = load_run(out, "cpu", checkpoint="last")
+    history = saved["history"]
+    scores = progress.checkpoint_scores(model, guide, ground_truth("sprites"), valid_x,
+                                        seed=seed)
+    record = {"epoch": saved["epoch"], "steps": sum(r["steps"] for r in history),
+              "train_seconds": sum(r["seconds"] for r in history),
+              "valid_elbo": history[-1].get("valid_elbo"), **scores}
+    progress.append_curve(curve_path, record)
+    return record
 
 
-def summary(values: list[float]) -> str:
+def train_cells(args, valid_x: torch.Tensor) -> None:
+    """Seed by seed, the cells in turns of ``--eval-every`` epochs up to ``--steps``."""
+    per_epoch = math.ceil(args.train_points / args.batch_size)
+    total = max(1, math.ceil(args.steps / per_epoch))
+    targets = sorted({*range(args.eval_every, total, args.eval_every), total})
+    start, last_turn = time.perf_counter(), 0.0
+    for seed in args.seeds:
+        for target in targets:
+            elapsed = time.perf_counter() - start
+            if args.time_budget and elapsed + last_turn > 60 * args.time_budget:
+                print(f"time budget: {elapsed:.0f} s spent, the next turn would not fit",
+                      flush=True)
+                return
+            t = time.perf_counter()
+            for obj, beta in args.cells:
+                r = advance(args, (obj, beta, seed), target, valid_x)
+                active = sum(k >= progress.INACTIVE_KL for k in r["kl_per_dim"])
+                print(f"seed {seed} {NAMES[obj]} β={beta:g}: {r['steps']} steps, MIG "
+                      f"{r['mig']:.3f}, valid ELBO {r['valid_elbo']:.1f}, {active} active "
+                      f"latents, {r['train_seconds']:.0f} s training", flush=True)
+            last_turn = time.perf_counter() - t
+
+
+def final_scores(args, cell: tuple[str, float, int]) -> dict | None:
+    """The cell's last weights scored on every metric (cached in ``final.json`` for the
+    steps it has); None for a cell that never trained."""
+    out = folder(args, *cell)
+    curve = progress.read_curve(out / "curve.jsonl")
+    if not curve:
+        return None
+    cache = out / "final.json"
+    if cache.exists() and load_json(cache)["steps"] == curve[-1]["steps"]:
+        return load_json(cache)
+    result = evaluate_disentanglement(
+        out, metrics=("mig", "factor_vae", "dci", "sap"), seed=cell[2], checkpoint="last",
+        scale=args.metric_scale, decomposition_points=args.decomposition_points,
+        options={"mig": {"num_train": 10_000}, "dci": {"n_estimators": args.dci_trees}},
+        device="cpu", log=lambda *_: None)
+    m, d = result["metrics"], result["decomposition"]
+    row = {"objective": cell[0], "beta": cell[1], "seed": cell[2], "steps": curve[-1]["steps"],
+           "train_seconds": curve[-1]["train_seconds"], "MIG": m["mig"]["mig"],
+           "DCI-D": m["dci"]["disentanglement"], "FactorVAE": m["factor_vae"]["eval_accuracy"],
+           "SAP": m["sap"]["sap"], "ELBO": result["test_elbo"], "MI": d["index_code_mi"],
+           "TC": d["total_correlation"], "dim-KL": d["dimwise_kl"],
+           "active": sum(k >= progress.INACTIVE_KL for k in curve[-1]["kl_per_dim"]),
+           "mutual_info": m["mig"]["mutual_info"], "kl_per_dim": curve[-1]["kl_per_dim"],
+           "metric_seconds": result["seconds"]}
+    cache.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def summary(values: list[float], digits: int = 3) -> str:
     if len(values) < 2:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def table(rows: list[dict], args) -> str:
-    keys = ("MIG", "FactorVAE", "DCI-D", "ELBO", "TC")
-    lines = ["| objective | β | " + " | ".join(keys) + " | seeds |",
-             "| --- | --- | " + " | ".join("---" for _ in keys) + " | --- |"]
-    groups = sorted({(r["objective"], r["beta"]) for r in rows},
-                    key=lambda g: (list(NAMES).index(g[0]), g[1]))
-    for obj, beta in groups:
+    lines = ["| objective | β | steps | training s | " + " | ".join(KEYS) + " | seeds |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in KEYS) + " | --- |"]
+    for obj, beta in args.cells:
         sel = [r for r in rows if (r["objective"], r["beta"]) == (obj, beta)]
-        cells_ = [summary([r[k] for r in sel]) for k in keys]
-        label = "–" if obj == "dip1" else f"{beta:g}" + (
-            " (= β-VAE: the same objective)" if sel[0].get("same_as_beta_vae") else "")
-        lines.append(f"| {NAMES[obj]} | {label} | " + " | ".join(cells_) + f" | {len(sel)} |")
-    lines += ["", "β-TCVAE − β-VAE on MIG, same seed (mean ± std over seeds; seeds where "
-              "β-TCVAE is higher):", ""]
-    for beta in args.betas:
-        pairs = [(a["MIG"], b["MIG"]) for a in rows for b in rows
-                 if a["objective"] == "betatc" and b["objective"] == "beta"
-                 and a["beta"] == b["beta"] == beta and a["seed"] == b["seed"]]
-        if pairs:
-            diffs = [a - b for a, b in pairs]
-            lines.append(f"- β = {beta:g}: {summary(diffs)}; {sum(d > 0 for d in diffs)} of "
-                         f"{len(diffs)}")
+        if sel:
+            cells_ = [summary([r[k] for r in sel], 1 if k in ("ELBO", "MI", "TC", "dim-KL",
+                                                                 "active") else 3)
+                      for k in KEYS]
+            steps = "/".join(sorted({str(r["steps"]) for r in sel}))
+            lines.append(f"| {NAMES[obj]} | {beta:g} | {steps} | "
+                         f"{summary([r['train_seconds'] for r in sel], 0)} | "
+                         + " | ".join(cells_) + f" | {len(sel)} |")
+    lines += ["", "Paired differences, same seed (mean ± sd over seeds; seeds where the first "
+              "is higher):", ""]
+    first = args.cells[0]
+    for other in args.cells[1:]:
+        for key in ("MIG", "DCI-D"):
+            diffs = [a[key] - b[key] for a in rows for b in rows
+                     if (a["objective"], a["beta"]) == first
+                     and (b["objective"], b["beta"]) == other and a["seed"] == b["seed"]]
+            if diffs:
+                lines.append(f"- {key}, {NAMES[first[0]]} − {NAMES[other[0]]}: "
+                             f"{summary(diffs)}; {sum(d > 0 for d in diffs)} of {len(diffs)}")
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    from matplotlib.figure import Figure
+def figures(rows: list[dict], args, folders: list[Path]) -> None:
+    """MIG against steps, the KL per latent of seed 0's cells, the best cell's traversals."""
+    curves = {f"{NAMES[o]} β={b:g}": [progress.read_curve(folder(args, o, b, s) / "curve.jsonl")
+                                      for s in args.seeds] for o, b in args.cells}
+    curves = {k: [c for c in v if c] for k, v in curves.items() if any(v)}
+    best = max(rows, key=lambda r: r["MIG"])
+    model, guide, _ = load_run(folder(args, best["objective"], best["beta"], best["seed"]),
+                               "cpu", checkpoint="last")
+    labels = progress.factor_of_latents(best["mutual_info"], ground_truth("sprites").factor_names,
+                                        best["kl_per_dim"])
+    x0 = load_factor_split("sprites", "test").x[0]
+    made = {"mig-vs-steps.png": progress.mig_curve_figure(curves),
+            "kl-per-latent.png": progress.kl_curve_figure({k: v[0] for k, v in curves.items()}),
+            "traversals.png": progress.labelled_traversals(model, guide, x0, labels,
+                                                           best["kl_per_dim"])}
+    for name, fig in made.items():
+        for where in folders:
+            where.mkdir(parents=True, exist_ok=True)
+            fig.savefig(where / name, dpi=110)
+    print(f"best cell: {NAMES[best['objective']]} β={best['beta']:g} seed {best['seed']}, "
+          f"MIG {best['MIG']:.3f}; latents: {labels}")
 
-    fig = Figure(figsize=(4.5, 3.2))
-    ax = fig.add_subplot()
-    for obj, marker in (("beta", "o"), ("betatc", "s")):
-        for r in rows:
-            if r["objective"] == obj:
-                ax.plot(r["beta"], r["MIG"], marker, color="C0" if obj == "beta" else "C1",
-                        alpha=0.4)
-        betas = sorted({r["beta"] for r in rows if r["objective"] == obj})
-        means = [statistics.mean(r["MIG"] for r in rows if r["objective"] == obj
-                                 and r["beta"] == b) for b in betas]
-        ax.plot(betas, means, "-" + marker, color="C0" if obj == "beta" else "C1",
-                label=NAMES[obj])
-    ax.set_xlabel("β")
-    ax.set_ylabel("MIG")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+
+def report(args) -> None:
+    rows = [r for seed in args.seeds for obj, beta in args.cells
+            if (r := final_scores(args, (obj, beta, seed))) is not None]
+    if not rows:
+        raise SystemExit(f"no trained cell in {args.out}: run without --report-only first")
+    text = table(rows, args)
+    (args.out / "table.md").write_text(text + "\n")
+    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+    figures(rows, args, [args.out] + ([FIGURES] if args.docs else []))
+    steps = sorted({r["steps"] for r in rows})
+    budget = (f"{steps} steps of batch {args.batch_size} per cell on {args.train_points} "
+              f"random sprites, bernoulli_mlp + gaussian_mlp (4096-{args.hidden}-10), Adam lr "
+              f"{args.lr}; last weights scored: MIG on 10,000 sprites, the other metrics at × "
+              f"{args.metric_scale:g} disentanglement_lib's sample sizes, DCI with "
+              f"{args.dci_trees} trees, decomposition on {args.decomposition_points} test images")
+    if args.docs:
+        write_table("disentanglement", text, budget=budget,
+                    seeds=", ".join(str(s) for s in sorted({r["seed"] for r in rows})))
+    print(text)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a = p.add_argument
-    a("--out", type=Path, default=Path("runs/disentangle"))
-    a("--betas", type=lambda t: [float(b) for b in t.split(",")], default=[1.0, 4.0, 8.0])
-    a("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0, 1, 2])
-    a("--no-dip", dest="dip", action="store_false", help="leave DIP-VAE-I out")
-    a("--steps", type=int, default=6000, help="training steps per cell (default 6000)")
+    a("--out", type=Path, default=Path("runs/disentangle"), help="folder of the cells")
+    a("--cells", type=parse_cells, default=parse_cells("betatc:6,beta:4,vae"),
+      help="objective[:β], comma-separated (default betatc:6,beta:4,vae); the first is "
+           "compared with each other one")
+    a("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0, 1, 2],
+      help="seeds, trained one after the other (default 0,1,2)")
+    a("--steps", type=int, default=30_000, help="training steps per cell (default 30000)")
+    a("--eval-every", type=int, default=2, help="epochs per turn between scores (default 2)")
+    a("--time-budget", type=float, default=None,
+      help="minutes of training before no new turn starts (default: none)")
+    a("--report-only", action="store_true", help="score and tabulate the cells as they are")
+    a("--train-only", action="store_true", help="train and record the curves, no final table")
+    a("--docs", action="store_true", help="also write the docs' table and figures")
     a("--train-points", type=int, default=50_000, help="random training images (max 50,000)")
-    a("--batch-size", type=int, default=64)
-    a("--hidden", type=lambda t: [int(w) for w in t.split(",")], default=[256])
-    a("--lr", type=float, default=1e-3)
-    a("--metric-scale", type=float, default=1.0, help="× disentanglement_lib's sample sizes")
-    a("--dci-trees", type=int, default=100, help="trees per DCI classifier (library: 100)")
-    a("--valid-points", type=int, default=None,
-      help="validation images scored each epoch (default: the dataset's 5,000)")
+    a("--batch-size", type=int, default=64, help="default 64 (disentanglement_lib's)")
+    a("--hidden", type=lambda t: [int(w) for w in t.split(",")], default=[256],
+      help="hidden widths of both networks (default 256)")
+    a("--lr", type=float, default=1e-3, help="Adam's learning rate (default 1e-3)")
+    a("--metric-scale", type=float, default=0.2,
+      help="× disentanglement_lib's sample sizes for FactorVAE, DCI, SAP (default 0.2)")
+    a("--dci-trees", type=int, default=20, help="trees per DCI classifier (default 20; "
+                                                "the library's: 100)")
+    a("--valid-points", type=int, default=2000,
+      help="validation images: the best-epoch score and the KL per latent (default 2000)")
     a("--decomposition-points", type=int, default=5000,
-      help="test images in the ELBO's decomposition (q(z) over all of them)")
-    a("--device", default="auto")
+      help="test images in the ELBO's decomposition (default 5000)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, start = [], time.perf_counter()
-    for obj, beta, seed in cells(args):
-        t = time.perf_counter()
-        rows.append(run_cell(obj, beta, seed, args))
-        print(f"{NAMES[obj]} β={beta:g} seed {seed}: " + "  ".join(
-            f"{k} {rows[-1][k]:.3f}" for k in ("MIG", "FactorVAE", "DCI-D", "ELBO", "TC"))
-            + f"  ({time.perf_counter() - t:.0f} s)", flush=True)
-    rows += [{**r, "objective": "betatc", "same_as_beta_vae": True} for r in list(rows)
-             if r["objective"] == "beta" and r["beta"] == 1]
-    steps = sorted({r["steps"] for r in rows})
-    head = (f"Budget: {steps} steps of batch {args.batch_size} per cell on {args.train_points} "
-            f"random sprites, bernoulli_mlp + gaussian_mlp (4096-{args.hidden}-10), Adam lr "
-            f"{args.lr}; seeds {args.seeds}; metrics at × {args.metric_scale:g} "
-            f"disentanglement_lib's sample sizes, DCI with {args.dci_trees} trees, "
-            f"decomposition on {args.decomposition_points} test images; "
-            f"{time.perf_counter() - start:.0f} s this session, {torch.get_num_threads()} "
-            f"thread(s) of {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
-            f"at the end.")
-    text = head + "\n\n" + table(rows, args) + "\n"
-    (args.out / "table.md").write_text(text)
-    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
-    plot(rows, args.out / "mig-vs-beta.png")
-    print(text)
+    if not args.report_only:
+        valid_x = load_factor_split("sprites", "valid", valid=args.valid_points).x[:1000]
+        train_cells(args, valid_x)
+    if not args.train_only:
+        report(args)
 
 
 if __name__ == "__main__":

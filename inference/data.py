@@ -65,6 +65,8 @@ class TensorData:
             raise DataError(f"mask must be a bool tensor of x's shape {tuple(self.x.shape)} "
                             f"(True where a cell is observed), got {self.mask.dtype} "
                             f"{tuple(self.mask.shape)}")
+        if self.mask is None and torch.isfinite(self.x.sum()):
+            return self._check_range()  # a finite sum has no NaN or infinite term
         bad = ~torch.isfinite(self.x) if self.mask is None else ~torch.isfinite(self.x) & self.mask
         if bad.any():
             row = int(bad.nonzero()[0, 0])
@@ -72,6 +74,9 @@ class TensorData:
                             f" drop or impute them before training, or mark them missing "
                             f"(TensorData(x.nan_to_num(), mask=~x.isnan())) for a pair that "
                             f"reads missing cells (tabular)")
+        self._check_range()
+
+    def _check_range(self) -> None:
         if self.binarize == "dynamic" and (self.x.min() < 0 or self.x.max() > 1):
             raise DataError(f"dynamic binarization draws Bernoulli(x) and needs x in [0, 1], got "
                             f"range {self.x.min().item():g} to {self.x.max().item():g}; "

@@ -90,8 +90,10 @@ def arithmetic_figure(terms: torch.Tensor, labels: Sequence[str],
 
 
 def traversal_figure(images: torch.Tensor, dims: Sequence[int], kl: Sequence[float],
-                     values: torch.Tensor, image_shape: Sequence[int] = IMAGE):
-    """One row per latent dimension (ranked by KL), one column per value it takes."""
+                     values: torch.Tensor, image_shape: Sequence[int] = IMAGE,
+                     names: Sequence[str] | None = None):
+    """One row per latent dimension (ranked by KL), one column per value it takes; ``names``
+    adds a label to each row (the factor a latent captures)."""
     grid = image_grid(images, len(dims), image_shape)
     fig = _figure(0.35 * len(values) + 1.2, 0.35 * len(dims) + 0.6)
     ax = fig.subplots()
@@ -99,7 +101,8 @@ def traversal_figure(images: torch.Tensor, dims: Sequence[int], kl: Sequence[flo
     ax.set_axis_on()
     step = image_shape[-2] + 1
     ax.set_yticks([step * i + image_shape[-2] / 2 for i in range(len(dims))],
-                  [f"z{d} (KL {k:.2f})" for d, k in zip(dims, kl, strict=True)], fontsize=7)
+                  [f"z{d} (KL {k:.2f})" if names is None else f"{names[i]}, KL {k:.2f}"
+                   for i, (d, k) in enumerate(zip(dims, kl, strict=True))], fontsize=7)
     ax.set_xticks([])
     return fig
 

@@ -59,6 +59,23 @@ def test_dynamic_binarization_draws_afresh_each_batch():
     assert a.mean().item() == pytest.approx(0.5, abs=0.01)
 
 
+def test_finiteness_check_by_sum_accepts_an_overflowing_sum_and_finds_every_bad_value():
+    """TensorData checks one sum first; a sum that overflows on finite values falls back to
+    the full pass, and NaN, +inf, -inf and +inf with -inf (whose sum is NaN) are refused."""
+    big = torch.full((3, 4), 3e38)  # finite, but the float32 sum overflows
+    assert not torch.isfinite(big.sum())
+    assert TensorData(big).x is big
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.zeros(3, 4)
+        x[2, 1] = bad
+        with pytest.raises(DataError, match="1 NaN or infinite values \\(first in row 2\\)"):
+            TensorData(x)
+    x = torch.zeros(3, 4)
+    x[0, 0], x[1, 3] = float("inf"), -float("inf")
+    with pytest.raises(DataError, match="2 NaN or infinite values \\(first in row 0\\)"):
+        TensorData(x)
+
+
 def test_tensor_data_rejects_bad_input():
     with pytest.raises(DataError, match="NaN or infinite values \\(first in row 1\\)"):
         TensorData(torch.tensor([[0.0, 1.0], [float("nan"), 0.0]]))

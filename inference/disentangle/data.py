@@ -15,6 +15,7 @@ from the whole space.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -61,6 +62,19 @@ def load_factor_split(name: str, split: str, *, valid: int = VALID, data_dir=Non
     """One split of a factor dataset: flat binary images (N, 4096) as float32, no labels."""
     if split == "valid" and not valid:
         raise ValueError(f"{name}: no validation split with valid=0")
+    if name == "sprites":
+        return _rendered(split, valid)
+    return _split(name, split, valid, data_dir, download)
+
+
+@functools.lru_cache(maxsize=3)
+def _rendered(split: str, valid: int) -> TensorData:
+    """A split of the rendered sprites, kept: the same images every time (800 MB for the
+    training split), so a process that trains in turns renders them once."""
+    return _split("sprites", split, valid, None, False)
+
+
+def _split(name: str, split: str, valid: int, data_dir, download: bool) -> TensorData:
     data = ground_truth(name, data_dir, download)
     rows = split_rows(len(data), split, valid)
     x = data.observations(data.factors_of(rows))  # (N, 4096)
