@@ -26,6 +26,8 @@ class BernoulliPixels(dist.Independent):
     The same density as ``dist.Bernoulli(logits=logits).to_event(1)``. Its ``log_prob``
     sums the elementwise cross-entropy before negating it, which saves one pass over the
     (..., D) tensor: with K particles of N images that tensor is the largest one there is.
+    Without gradients (evaluation) it is computed as Σ x·l − softplus(l)
+    (``_bernoulli_sum``), the same number in less time.
 
     >>> logits, x = torch.randn(3, 5), torch.bernoulli(torch.full((3, 5), 0.5))
     >>> reference = dist.Bernoulli(logits=logits).to_event(1).log_prob(x)
@@ -45,8 +47,28 @@ class BernoulliPixels(dist.Independent):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        logits, value = broadcast_all(self.base_dist.logits, value)
+        logits = self.base_dist.logits
+        if not (torch.is_grad_enabled() and (logits.requires_grad or value.requires_grad)):
+            return _bernoulli_sum(logits, value)
+        logits, value = broadcast_all(logits, value)
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
+
+
+def _bernoulli_sum(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Σ_d x_d l_d − softplus(l_d), the Bernoulli log-density summed over the last dimension,
+    where no gradient is taken (evaluation).
+
+    The same value as the cross-entropy (to float rounding) in about three quarters of its
+    time on the CPU: ``binary_cross_entropy_with_logits`` goes through ``log_sigmoid``,
+    torch's slowest elementwise kernel here, and materialises the (K, N, D) broadcast of x.
+    Here x·l is a batched matrix-vector product over the data points when x is (N, D)
+    under K particles of logits (K, N, D), and softplus is one pass. With gradients the
+    cross-entropy stays: its fused backward is the faster one."""
+    if value.dim() == 2 and logits.dim() > 2 and logits.shape[-2:] == value.shape:
+        dot = torch.einsum("...nd,nd->...n", logits, value)  # (K, N), x never broadcast
+    else:
+        dot = (logits * value).sum(-1)  # (..., N)
+    return dot - F.softplus(logits).sum(-1)
 
 
 class DiagNormal(dist.Independent):

@@ -56,6 +56,35 @@ def test_bernoulli_pixels_matches_bernoulli_and_checks_support():
         BernoulliPixels(logits, validate_args=True).log_prob(x * 0.5)
 
 
+@pytest.mark.parametrize("logit_shape, x_shape", [
+    ((4, 5, 7), (5, 7)),      # K particles of N points: the batched matrix-vector product
+    ((4, 1, 5, 7), (5, 7)),   # Pyro's extra plate dim with several particles
+    ((5, 7), (4, 5, 7)),      # one set of logits, K draws of x
+    ((4, 5, 7), (4, 5, 7)),   # both full
+])
+def test_bernoulli_pixels_without_gradients_equals_the_cross_entropy(logit_shape, x_shape):
+    """The evaluation form Σ x·l − softplus(l) gives torch's Bernoulli density, at K = 4
+    particles of N = 5 distinct rows, for binary and grey x and for logits large enough
+    to saturate softplus (|l| > 20); with gradients the cross-entropy itself is used."""
+    torch.manual_seed(0)
+    logits = torch.randn(logit_shape) * 12  # many |l| > 20
+    for x in (torch.bernoulli(torch.full(x_shape, 0.4)), torch.rand(x_shape)):
+        reference = -torch.nn.functional.binary_cross_entropy_with_logits(
+            *torch.broadcast_tensors(logits.double(), x.double()), reduction="none").sum(-1)
+        with torch.no_grad():
+            fast = BernoulliPixels(logits, validate_args=False).log_prob(x)
+        assert fast.shape == reference.shape == torch.broadcast_shapes(logit_shape, x_shape)[:-1]
+        torch.testing.assert_close(fast.double(), reference, rtol=1e-6, atol=1e-4)
+        assert len(set(fast.flatten().tolist())) > 10  # distinct rows, not one value broadcast
+        ours, theirs = logits.clone().requires_grad_(), logits.double().requires_grad_()
+        slow = BernoulliPixels(ours, validate_args=False).log_prob(x)
+        torch.testing.assert_close(slow.double(), reference, rtol=1e-6, atol=1e-4)
+        slow.sum().backward()
+        (-torch.nn.functional.binary_cross_entropy_with_logits(
+            *torch.broadcast_tensors(theirs, x.double()), reduction="sum")).backward()
+        torch.testing.assert_close(ours.grad.double(), theirs.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_standard_diag_normal_and_its_closed_form_kl():
     from models.nets import StandardNormal
 
