@@ -39,3 +39,19 @@ def test_iwae_table_limit_scores_a_random_subset_and_reads_it_back(tmp_path, mon
     assert "on a random 30 test points" in table.markdown([first], args)
     with pytest.raises(SystemExit, match="LAYERS:OBJECTIVE:K"):
         table.parse_cell("one:iwae")
+
+
+def test_imputation_paired_differences_use_only_shared_masks(tmp_path):
+    """The paired table subtracts the baseline's RMSE on the same mask, counts the masks
+    where ours is lower, and skips masks the baseline lacks (an interrupted run)."""
+    import json
+
+    imputation = script("imputation")
+    rmse = {("miwae", 0): 0.5, ("miwae", 1): 0.9, ("miwae", 2): 0.7,
+            ("mice", 0): 0.6, ("mice", 1): 0.8}  # mask 2 has no MICE result
+    results = [{"rate": 0.3, "mask": k, "method": m, "rmse": v, "seconds": 1.0, "epoch": None}
+               for (m, k), v in rmse.items()]
+    (tmp_path / "iris.json").write_text(json.dumps({"n": 150, "d": 4, "results": results}))
+    row = imputation.paired(tmp_path, against=("mice", "missforest")).splitlines()[-1]
+    # differences -0.1 and +0.1: mean 0, sd 0.1, lower on 1 of 2; missForest never ran
+    assert row == "| iris | 30% | +0.000 ± 0.100 (lower on 1 of 2) | not run |"
