@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_disentangle_metrics import PERMUTATION, Factors, permuted
 
 from guides import make_guide
 from inference.disentangle import progress
@@ -18,7 +19,6 @@ from inference.disentangle.metrics import mig
 from inference.disentangle.sprites import Sprites
 from inference.latent import encode_distribution
 from models import make_model
-from tests.test_disentangle_metrics import PERMUTATION, Factors, permuted
 
 ROOT = Path(__file__).resolve().parents[1]
 
