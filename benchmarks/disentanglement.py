@@ -212,7 +212,7 @@ def report(args) -> None:
     text = table(rows, args)
     (args.out / "table.md").write_text(text + "\n")
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
-    docs_figures = FIGURES if args.table == "disentanglement" else FIGURES / args.table
+    docs_figures = FIGURES / args.table if args.table else FIGURES
     figures(rows, args, [args.out] + ([docs_figures] if args.docs else []))
     steps = sorted({r["steps"] for r in rows})
     budget = (f"{steps} steps of batch {args.batch_size} per cell on {args.train_points} "
@@ -221,7 +221,7 @@ def report(args) -> None:
               f"{args.metric_scale:g} disentanglement_lib's sample sizes, DCI with "
               f"{args.dci_trees} trees, decomposition on {args.decomposition_points} test images")
     if args.docs:
-        write_table(args.table, text, budget=budget,
+        write_table(args.table or "disentanglement", text, budget=budget,
                     seeds=", ".join(str(s) for s in sorted({r["seed"] for r in rows})))
     print(text)
 
@@ -242,9 +242,9 @@ def main() -> None:
     a("--report-only", action="store_true", help="score and tabulate the cells as they are")
     a("--train-only", action="store_true", help="train and record the curves, no final table")
     a("--docs", action="store_true", help="also write the docs' table and figures")
-    a("--table", default="disentanglement",
+    a("--table", default=None,
       help="with --docs: the table's name under docs/benchmarks/tables/ (default "
-           "disentanglement); other names put their figures in docs/figures/disentangle/NAME")
+           "disentanglement), and its figures in docs/figures/disentangle/NAME")
     a("--train-points", type=int, default=50_000, help="random training images (max 50,000)")
     a("--batch-size", type=int, default=64, help="default 64 (disentanglement_lib's)")
     a("--hidden", type=lambda t: [int(w) for w in t.split(",")], default=[256],
@@ -259,6 +259,8 @@ def main() -> None:
     a("--decomposition-points", type=int, default=5000,
       help="test images in the ELBO's decomposition (default 5000)")
     args = p.parse_args()
+    if args.table and not (args.docs and not args.train_only):
+        p.error("--table names the docs' table of a report: add --docs (and drop --train-only)")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         valid_x = load_factor_split("sprites", "valid", valid=args.valid_points).x[:1000]
