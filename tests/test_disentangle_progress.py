@@ -103,6 +103,27 @@ def test_benchmark_cells_parse_and_refuse_a_beta_where_there_is_none(monkeypatch
 
 
 @pytest.mark.slow
+def test_benchmark_refuses_a_cell_folder_trained_with_other_networks(tmp_path, monkeypatch):
+    """A resumed cell keeps its saved configuration, so asking for other hidden widths or
+    another batch size on the same folder is refused in one line, not silently ignored."""
+    bench = script(monkeypatch)
+    args = argparse.Namespace(out=tmp_path, lr=1e-3, hidden=[8, 8], train_points=128,
+                              valid_points=100, batch_size=64)
+    cell = ("betatc", 6.0, 0)
+    out = bench.folder(args, *cell)
+    bench.check_folder(args, cell, out)  # nothing trained yet: nothing to refuse
+    bench.train_run(bench.config(args, *cell, 1), out, progress=False, figures=(),
+                    tensorboard=False, log=lambda *_: None)
+    bench.check_folder(args, cell, out)  # the same settings resume
+    args.hidden = [8]
+    with pytest.raises(SystemExit, match=r"trained with hidden \(8, 8\), not \(8,\)"):
+        bench.check_folder(args, cell, out)
+    args.hidden, args.batch_size = [8, 8], 32
+    with pytest.raises(SystemExit, match="trained with batch_size 64, not 32"):
+        bench.check_folder(args, cell, out)
+
+
+@pytest.mark.slow
 def test_benchmark_trains_cells_in_turns_and_resumes(tmp_path, monkeypatch):
     """Two cells, 2 steps per epoch: after a first call to 2 epochs and a second to 4, each
     curve has records at 2, 4, 6 and 8 steps, the cells' steps agree at every record, and
