@@ -48,8 +48,9 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
     torch.manual_seed(seed)
     init = {} if args.init_std == "default" else {
         "init_std": None if args.init_std == "none" else float(args.init_std)}
-    model = make_model(args.model, **(init if args.model == "m2" else {}))
-    guide = make_guide("m2", **init)
+    hidden = {"hidden": tuple(args.hidden)}
+    model = make_model(args.model, **hidden, **(init if args.model == "m2" else {}))
+    guide = make_guide("m2", **hidden, **init)
     adam = TwinStepAdam if args.twin_step_adam else torch.optim.Adam
     curve, checks, start = [], [], time.perf_counter()
 
@@ -69,6 +70,7 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
 def settings(args) -> str:
     """What differs from the example's documented settings, in words ('' for nothing)."""
     out = [f"lr {args.lr:g}"] if args.lr != 4.2e-4 else []
+    out += [f"hidden {'-'.join(map(str, args.hidden))}"] if list(args.hidden) != [500] else []
     out += ["twin-step Adam"] if args.twin_step_adam else []
     out += [f"a labelled batch every {args.labelled_every}"] if args.labelled_every else []
     out += [f"pixels {args.binarize}"] if args.binarize != "dynamic" else []
@@ -147,6 +149,8 @@ def main(argv=None) -> None:
     p.add_argument("--init-std", default="default",
                    help="Linear init sd: 'default' (the pair's, 1e-3), 'none' (PyTorch's) "
                         "or a number")
+    p.add_argument("--hidden", type=lambda t: [int(w) for w in t.split(",")], default=[500],
+                   help="hidden widths of every network of the pair (default 500, Pyro's)")
     p.add_argument("--batch-size", type=int, default=100, help="batch (default 100, Pyro's)")
     p.add_argument("--lr", type=float, default=4.2e-4, help="Adam lr (default 4.2e-4)")
     p.add_argument("--beta1", type=float, default=0.95, help="Adam β1 (default 0.95)")
