@@ -209,7 +209,7 @@ def figures(rows: list[dict], args, folders: list[Path]) -> None:
     labels = progress.factor_of_latents(best["mutual_info"], ground_truth("sprites").factor_names,
                                         best["kl_per_dim"])
     x0 = load_factor_split("sprites", "test").x[0]
-    made = {"mig-vs-steps.png": progress.mig_curve_figure(curves),
+    made = {"mig-vs-steps.png": progress.mig_curve_figure(curves, args.batch_size),
             "kl-per-latent.png": progress.kl_curve_figure({k: v[0] for k, v in curves.items()}),
             "traversals.png": progress.labelled_traversals(model, guide, x0, labels,
                                                            best["kl_per_dim"])}

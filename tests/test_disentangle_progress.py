@@ -81,6 +81,9 @@ def test_kl_and_mig_curve_figures_draw_one_line_per_latent_and_seed():
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3
     fig = progress.mig_curve_figure({"a": [records, records[:2]]})
     assert [len(line.get_xdata()) for line in fig.axes[0].lines] == [3, 2]
+    assert fig.axes[0].get_xlabel() == "training steps"
+    fig = progress.mig_curve_figure({"a": [records]}, batch_size=512)
+    assert fig.axes[0].get_xlabel() == "training steps (batch 512)"
 
 
 def script(monkeypatch):

@@ -95,9 +95,10 @@ def labelled_traversals(model, guide, x0: torch.Tensor, labels: Sequence[str],
                                     names=names)
 
 
-def mig_curve_figure(curves: dict[str, list[list[dict]]]):
-    """MIG against training steps: one colour per cell, one line per seed, from the
-    records of :func:`read_curve` (``{label: [records of seed 0, of seed 1, ...]}``)."""
+def mig_curve_figure(curves: dict[str, list[list[dict]]], batch_size: int | None = None):
+    """MIG against training steps (of ``batch_size`` images, when given): one colour per
+    cell, one line per seed, from the records of :func:`read_curve` (``{label: [records of
+    seed 0, of seed 1, ...]}``)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.5, 3.4))
@@ -107,7 +108,7 @@ def mig_curve_figure(curves: dict[str, list[list[dict]]]):
             ax.plot([r["steps"] for r in records], [r["mig"] for r in records], "-o",
                     color=f"C{i}", markersize=2, alpha=0.9 if j == 0 else 0.5,
                     label=label if j == 0 else None)
-    ax.set_xlabel("training steps (batch 64)")
+    ax.set_xlabel("training steps" + (f" (batch {batch_size})" if batch_size else ""))
     ax.set_ylabel("MIG (10,000 random sprites)")
     ax.legend(fontsize=8)
     fig.tight_layout()
