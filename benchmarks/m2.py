@@ -59,7 +59,7 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
         if valid is not None:
             checks.append(accuracy(guide, valid))
 
-    fit(model, guide, data, loss=SemiSupervisedELBO(alpha=46.0), epochs=args.epochs,
+    fit(model, guide, data, loss=SemiSupervisedELBO(alpha=args.alpha), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False, train_eval_points=0,
         optimizer=lambda p: adam(p, lr=args.lr, betas=(args.beta1, 0.999)), on_epoch=score)
     return {"labels": labels, "seed": seed, "accuracy": curve, "valid_accuracy": checks,
@@ -70,6 +70,7 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
 def settings(args) -> str:
     """What differs from the example's documented settings, in words ('' for nothing)."""
     out = [f"lr {args.lr:g}"] if args.lr != 4.2e-4 else []
+    out += [f"α {args.alpha:g}"] if args.alpha != 46 else []
     out += [f"hidden {'-'.join(map(str, args.hidden))}"] if list(args.hidden) != [500] else []
     out += ["twin-step Adam"] if args.twin_step_adam else []
     out += [f"a labelled batch every {args.labelled_every}"] if args.labelled_every else []
@@ -149,6 +150,9 @@ def main(argv=None) -> None:
     p.add_argument("--init-std", default="default",
                    help="Linear init sd: 'default' (the pair's, 1e-3), 'none' (PyTorch's) "
                         "or a number")
+    p.add_argument("--alpha", type=float, default=46.0,
+                   help="weight of the classifier's cross-entropy on a labelled batch "
+                        "(default 46, the example's -alm)")
     p.add_argument("--hidden", type=lambda t: [int(w) for w in t.split(",")], default=[500],
                    help="hidden widths of every network of the pair (default 500, Pyro's)")
     p.add_argument("--batch-size", type=int, default=100, help="batch (default 100, Pyro's)")
