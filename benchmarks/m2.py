@@ -74,7 +74,6 @@ def settings(args) -> str:
     out += [f"hidden {'-'.join(map(str, args.hidden))}"] if list(args.hidden) != [500] else []
     out += ["twin-step Adam"] if args.twin_step_adam else []
     out += [f"a labelled batch every {args.labelled_every}"] if args.labelled_every else []
-    out += [f"pixels {args.binarize}"] if args.binarize != "dynamic" else []
     out += [f"{args.valid} held out"] if args.valid else []
     return ", ".join(out)
 
@@ -164,9 +163,6 @@ def main(argv=None) -> None:
     p.add_argument("--labelled-every", type=int, default=1,
                    help="a labelled batch after every N unlabelled ones, cycling the labels "
                         "(default 1, vae-train's); 0: each label once per epoch, as the example")
-    p.add_argument("--binarize", default="dynamic", choices=["dynamic", "none"],
-                   help="training pixels: fresh Bernoulli draws or grey levels as the example "
-                        "(default dynamic)")
     p.add_argument("--valid", type=int, default=0,
                    help="training images held out for validation accuracy, as the example's 10000 "
                         "(default 0)")
@@ -181,7 +177,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     ours = [r for path in args.ours for r in json.loads(path.read_text())]
     train = None if args.ours else load_dataset("mnist", "train", download=False,
-                                                binarize=args.binarize, valid=args.valid)
+                                                binarize="dynamic", valid=args.valid)
     test = None if args.ours else load_dataset("mnist", "test", download=False)
     valid = None if args.ours or not args.valid else load_dataset(
         "mnist", "valid", download=False, valid=args.valid)
