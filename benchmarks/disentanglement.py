@@ -252,7 +252,7 @@ def main() -> None:
            "compared with each other one")
     a("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0, 1, 2],
       help="seeds, trained one after the other (default 0,1,2)")
-    a("--steps", type=int, default=3920, help="training steps per cell (default 3920: 40 "
+    a("--steps", type=int, default=5880, help="training steps per cell (default 5880: 60 "
                                               "epochs of 50,000 at batch 512)")
     a("--eval-every", type=int, default=5, help="epochs per turn between scores (default 5)")
     a("--time-budget", type=float, default=None,
