@@ -139,8 +139,10 @@ def train_cells(args, valid_x: torch.Tensor) -> None:
 
 def final_scores(args, cell: tuple[str, float, int]) -> dict | None:
     """The cell's last weights scored on every metric (cached in ``final.json`` for the
-    steps it has); None for a cell that never trained."""
+    steps it has); None for a cell that never trained. A cell trained with other settings
+    than ``args`` is refused: the table's budget line states ``args``' networks and batch."""
     out = folder(args, *cell)
+    check_folder(args, cell, out)
     curve = progress.read_curve(out / "curve.jsonl")
     if not curve:
         return None

@@ -108,7 +108,8 @@ def test_benchmark_cells_parse_and_refuse_a_beta_where_there_is_none(monkeypatch
 @pytest.mark.slow
 def test_benchmark_refuses_a_cell_folder_trained_with_other_networks(tmp_path, monkeypatch):
     """A resumed cell keeps its saved configuration, so asking for other hidden widths or
-    another batch size on the same folder is refused in one line, not silently ignored."""
+    another batch size on the same folder is refused in one line, not silently ignored;
+    so is a report on it, whose budget line would state the asked settings."""
     bench = script(monkeypatch)
     args = argparse.Namespace(out=tmp_path, lr=1e-3, hidden=[8, 8], train_points=128,
                               valid_points=100, batch_size=64)
@@ -124,6 +125,8 @@ def test_benchmark_refuses_a_cell_folder_trained_with_other_networks(tmp_path, m
     args.hidden, args.batch_size = [8, 8], 32
     with pytest.raises(SystemExit, match="trained with batch_size 64, not 32"):
         bench.check_folder(args, cell, out)
+    with pytest.raises(SystemExit, match="trained with batch_size 64, not 32"):
+        bench.final_scores(args, cell)  # a report would state the wrong batch in its budget
 
 
 @pytest.mark.slow
