@@ -49,7 +49,8 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
     init = {} if args.init_std == "default" else {
         "init_std": None if args.init_std == "none" else float(args.init_std)}
     hidden = {"hidden": tuple(args.hidden)}
-    model = make_model(args.model, **hidden, **(init if args.model == "m2" else {}))
+    grey = {"likelihood": "continuous_bernoulli"} if args.grey else {}
+    model = make_model(args.model, **hidden, **grey, **(init if args.model == "m2" else {}))
     guide = make_guide("m2", **hidden, **init)
     adam = TwinStepAdam if args.twin_step_adam else torch.optim.Adam
     curve, checks, start = [], [], time.perf_counter()
@@ -73,6 +74,7 @@ def settings(args) -> str:
     out += [f"α {args.alpha:g}"] if args.alpha != 46 else []
     out += [f"hidden {'-'.join(map(str, args.hidden))}"] if list(args.hidden) != [500] else []
     out += ["twin-step Adam"] if args.twin_step_adam else []
+    out += ["grey levels, continuous Bernoulli"] if args.grey else []
     out += [f"a labelled batch every {args.labelled_every}"] if args.labelled_every else []
     out += [f"{args.valid} held out"] if args.valid else []
     return ", ".join(out)
@@ -157,6 +159,9 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=100, help="batch (default 100, Pyro's)")
     p.add_argument("--lr", type=float, default=4.2e-4, help="Adam lr (default 4.2e-4)")
     p.add_argument("--beta1", type=float, default=0.95, help="Adam β1 (default 0.95)")
+    p.add_argument("--grey", action="store_true",
+                   help="grey-level images (not dynamically binarized) for training and testing, "
+                        "scored by a continuous Bernoulli likelihood (default off)")
     p.add_argument("--twin-step-adam", action="store_true",
                    help="Adam as the example runs it: a second step on zero gradients after "
                         "each (inference.semisupervised.TwinStepAdam; default off)")
@@ -176,11 +181,13 @@ def main(argv=None) -> None:
                    help="write docs/benchmarks/tables/TABLE.md (default: print only)")
     args = p.parse_args(argv)
     ours = [r for path in args.ours for r in json.loads(path.read_text())]
+    binarize = "none" if args.grey else "dynamic"
     train = None if args.ours else load_dataset("mnist", "train", download=False,
-                                                binarize="dynamic", valid=args.valid)
-    test = None if args.ours else load_dataset("mnist", "test", download=False)
+                                                binarize=binarize, valid=args.valid)
+    test = None if args.ours else load_dataset("mnist", "test", download=False,
+                                               binarize=binarize)
     valid = None if args.ours or not args.valid else load_dataset(
-        "mnist", "valid", download=False, valid=args.valid)
+        "mnist", "valid", download=False, valid=args.valid, binarize=binarize)
     for labels in [] if args.ours else map(int, args.labels.split(",")):
         for seed in map(int, args.seeds.split(",")):
             ours.append(run(labels, seed, args, train, test, valid))

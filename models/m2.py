@@ -25,7 +25,8 @@ class M2(ConditionalMLP):
     slower than the example in its first epochs (issue 26: 0.37 against the example's 0.60
     test accuracy after 3 epochs with 100 labels); ``benchmarks/m2.py`` measures the two
     side by side (``docs/benchmarks/m2.md``).
-    ``init_std=None`` keeps PyTorch's default.
+    ``init_std=None`` keeps PyTorch's default. ``likelihood="continuous_bernoulli"`` takes
+    grey levels (see :class:`models.conditional_mlp.ConditionalMLP`).
 
     Generative story::
 
@@ -44,7 +45,7 @@ class M2(ConditionalMLP):
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden: tuple[int, ...] = (500,),
                  activation: str = "softplus", num_classes: int = 10,
-                 init_std: float | None = PYRO_INIT_STD):
-        super().__init__(x_dim, z_dim, hidden, activation, num_classes)
+                 init_std: float | None = PYRO_INIT_STD, likelihood: str = "bernoulli"):
+        super().__init__(x_dim, z_dim, hidden, activation, num_classes, likelihood)
         if init_std is not None:
             normal_init_(self.decoder[:-1], init_std)  # hidden layers only
