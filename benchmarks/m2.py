@@ -59,6 +59,9 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
         curve.append(accuracy(guide, test))
         if valid is not None:
             checks.append(accuracy(guide, valid))
+        if args.verbose:
+            print(f"  epoch {len(curve)}: test {curve[-1]:.4f}"
+                  + (f", validation {checks[-1]:.4f}" if checks else ""), flush=True)
 
     fit(model, guide, data, loss=SemiSupervisedELBO(alpha=args.alpha), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False, train_eval_points=0,
@@ -171,6 +174,8 @@ def main(argv=None) -> None:
     p.add_argument("--valid", type=int, default=0,
                    help="training images held out for validation accuracy, as the example's 10000 "
                         "(default 0)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print the accuracies after every epoch as they come (default off)")
     p.add_argument("--pyro", type=Path, action="append", default=[],
                    help="JSON of benchmarks/pyro_m2.py to print beside ours (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="JSON of our curves (default none)")
