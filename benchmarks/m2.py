@@ -132,7 +132,8 @@ def figure(rows: list[dict], path: Path) -> Path:
                 label=name.replace("`", "") if first else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy of q(y | x)")
-    ax.set_xticks(range(1, max(len(r["accuracy"]) for r in rows) + 1))
+    epochs = max(len(r["accuracy"]) for r in rows)
+    ax.set_xticks(range(1, epochs + 1, max(1, epochs // 10)))  # at most ~10 labels
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
