@@ -71,7 +71,7 @@ def test_an_unknown_likelihood_is_refused_in_one_line():
         make_model("m2", likelihood="gaussian")
 
 
-def test_the_grey_pair_passes_check_pair_and_its_unlabelled_loss_sums_over_classes():
+def test_the_grey_pair_passes_check_pair_and_gives_a_finite_differentiable_unlabelled_loss():
     torch.manual_seed(0)
     model = make_model("m2", likelihood="continuous_bernoulli", **KW)
     guide = make_guide("m2", **KW)
