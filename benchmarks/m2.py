@@ -35,6 +35,10 @@ from inference import fit, load_dataset
 from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, TwinStepAdam, accuracy
 from models import make_model
 
+#: --grey's likelihoods of the m2 model, in words.
+GREY = {"continuous_bernoulli": "continuous Bernoulli",
+        "grey_cross_entropy": "Bernoulli cross-entropy (the example's)"}
+
 #: Pyro's tutorial, 50 epochs, mean over 5 label draws.
 PYRO_TUTORIAL = {100: 0.9319, 600: 0.9437, 1000: 0.9487, 3000: 0.9582}
 
@@ -49,7 +53,7 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
     init = {} if args.init_std == "default" else {
         "init_std": None if args.init_std == "none" else float(args.init_std)}
     hidden = {"hidden": tuple(args.hidden)}
-    grey = {"likelihood": "continuous_bernoulli"} if args.grey else {}
+    grey = {"likelihood": args.grey} if args.grey else {}
     model = make_model(args.model, **hidden, **grey, **(init if args.model == "m2" else {}))
     guide = make_guide("m2", **hidden, **init)
     adam = TwinStepAdam if args.twin_step_adam else torch.optim.Adam
@@ -77,7 +81,7 @@ def settings(args) -> str:
     out += [f"α {args.alpha:g}"] if args.alpha != 46 else []
     out += [f"hidden {'-'.join(map(str, args.hidden))}"] if list(args.hidden) != [500] else []
     out += ["twin-step Adam"] if args.twin_step_adam else []
-    out += ["grey levels, continuous Bernoulli"] if args.grey else []
+    out += [f"grey levels, {GREY[args.grey]}"] if args.grey else []
     out += [f"a labelled batch every {args.labelled_every}"] if args.labelled_every else []
     out += [f"{args.valid} held out"] if args.valid else []
     return ", ".join(out)
@@ -163,9 +167,12 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=100, help="batch (default 100, Pyro's)")
     p.add_argument("--lr", type=float, default=4.2e-4, help="Adam lr (default 4.2e-4)")
     p.add_argument("--beta1", type=float, default=0.95, help="Adam β1 (default 0.95)")
-    p.add_argument("--grey", action="store_true",
+    p.add_argument("--grey", nargs="?", const="continuous_bernoulli", choices=list(GREY),
+                   default=None,
                    help="grey-level images (not dynamically binarized) for training and testing, "
-                        "scored by a continuous Bernoulli likelihood (default off)")
+                        "scored by a continuous Bernoulli likelihood (a density; the value when "
+                        "none is given) or by grey_cross_entropy, the example's Bernoulli "
+                        "cross-entropy with the support check off (default off: binarized)")
     p.add_argument("--twin-step-adam", action="store_true",
                    help="Adam as the example runs it: a second step on zero gradients after "
                         "each (inference.semisupervised.TwinStepAdam; default off)")

@@ -8,7 +8,7 @@ import torch
 from pyro.nn import PyroModule
 
 from models import data_plate, register_model
-from models.distributions import BernoulliPixels
+from models.distributions import BernoulliPixels, GreyCrossEntropy
 from models.nets import StandardNormal, cat_broadcast, mlp, one_hot
 
 
@@ -17,7 +17,8 @@ def _continuous_bernoulli(logits: torch.Tensor) -> dist.TorchDistribution:
 
 
 #: x's distribution given the decoder's logits, by name.
-LIKELIHOODS = {"bernoulli": BernoulliPixels, "continuous_bernoulli": _continuous_bernoulli}
+LIKELIHOODS = {"bernoulli": BernoulliPixels, "continuous_bernoulli": _continuous_bernoulli,
+               "grey_cross_entropy": GreyCrossEntropy}
 
 
 @register_model("conditional_mlp")
@@ -34,6 +35,11 @@ class ConditionalMLP(PyroModule):
     ``likelihood="continuous_bernoulli"`` scores grey levels in [0, 1] instead of binary
     pixels: x | z, y ~ ContinuousBernoulli(logits = f_θ(...)) per pixel, the normalised
     density of Loaiza-Ganem & Cunningham (2019), so that log p(x) bounds stay true densities.
+    ``likelihood="grey_cross_entropy"`` is Pyro's ``ss_vae_M2`` example's objective: the
+    Bernoulli log-mass Σ x log p + (1 − x) log(1 − p) applied to grey levels with the support
+    check off. It is a cross-entropy, not a density on [0, 1] (it lacks the continuous
+    Bernoulli's normaliser), so the ELBO it gives is a training objective only, not a bound
+    on log p(x) of grey images.
 
     Pass labels ``y`` (or ``poutine.condition(model, data={"y": ...})``) for class-conditional
     samples; without them y is drawn from its prior, or, under a guide that infers it (M2,

@@ -25,8 +25,9 @@ class M2(ConditionalMLP):
     slower than the example in its first epochs (issue 26: 0.37 against the example's 0.60
     test accuracy after 3 epochs with 100 labels); ``benchmarks/m2.py`` measures the two
     side by side (``docs/benchmarks/m2.md``).
-    ``init_std=None`` keeps PyTorch's default. ``likelihood="continuous_bernoulli"`` takes
-    grey levels (see :class:`models.conditional_mlp.ConditionalMLP`).
+    ``init_std=None`` keeps PyTorch's default. ``likelihood="continuous_bernoulli"`` (a density)
+    or ``"grey_cross_entropy"`` (the example's objective) takes grey levels (see
+    :class:`models.conditional_mlp.ConditionalMLP`).
 
     Generative story::
 

@@ -1,6 +1,7 @@
 """Grey-level pixels for M2 (issue 26): the continuous Bernoulli likelihood of
 :class:`models.conditional_mlp.ConditionalMLP` (Loaiza-Ganem & Cunningham 2019) against a
-hand-written density on the same draws, normalised on [0, 1]."""
+hand-written density on the same draws, normalised on [0, 1]; and Pyro's example's grey-level
+Bernoulli cross-entropy, against a hand-written one and shown not to be a density."""
 
 import pyro
 import pytest
@@ -8,9 +9,10 @@ import torch
 from pyro import poutine
 
 from guides import make_guide
-from inference.check import check_pair
+from inference.check import DataError, check_pair
 from inference.semisupervised import SemiSupervisedELBO
 from models import make_model
+from models.distributions import GreyCrossEntropy
 
 KW = {"x_dim": 6, "z_dim": 2, "hidden": (8,)}
 
@@ -80,3 +82,48 @@ def test_the_grey_pair_passes_check_pair_and_gives_a_finite_differentiable_unlab
     assert check_pair(model, guide, x).latent == ("z",)
     loss = SemiSupervisedELBO(alpha=0.0).differentiable_loss(model, guide, x)
     assert torch.isfinite(loss) and loss.requires_grad
+
+
+def grey_cross_entropy_by_hand(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Σ_d x_d log σ(l_d) + (1 − x_d) log(1 − σ(l_d)), in float64."""
+    p, x = torch.sigmoid(logits.double()), x.double()
+    return (x * torch.log(p) + (1 - x) * torch.log1p(-p)).sum(-1)
+
+
+@pytest.mark.parametrize("grad", [True, False])  # the cross-entropy path and the einsum one
+def test_grey_cross_entropy_matches_by_hand_for_three_particles_of_four_points(grad):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 6, requires_grad=grad)  # (K, N, D)
+    x = torch.rand(4, 6)  # (N, D) grey levels, shared by the particles
+    with torch.set_grad_enabled(grad):
+        got = GreyCrossEntropy(logits).log_prob(x)
+    assert got.shape == (3, 4)
+    expected = grey_cross_entropy_by_hand(logits.detach(), x.expand(3, 4, 6))
+    assert len(set(expected.flatten().tolist())) == 12
+    assert torch.allclose(got.detach().double(), expected, rtol=1e-5, atol=1e-4)
+    expanded = GreyCrossEntropy(logits[0, :1]).expand((4,))
+    assert isinstance(expanded, GreyCrossEntropy) and expanded.batch_shape == (4,)
+
+
+def test_grey_cross_entropy_is_the_examples_objective_and_not_a_density():
+    torch.manual_seed(0)
+    model = make_model("m2", likelihood="grey_cross_entropy", **KW)
+    x, y, z = torch.rand(4, 6), torch.tensor([0, 3, 7, 9]), torch.randn(4, 2)
+    logits, got = x_site(model, x, y, z)
+    examples = pyro.distributions.Bernoulli(logits=logits, validate_args=False)
+    assert torch.allclose(got, examples.to_event(1).log_prob(x), atol=1e-5)  # Pyro's example
+    grid = torch.linspace(0, 1, 2001)  # one pixel at p = 1/2: exp(log 1/2) everywhere
+    mass = GreyCrossEntropy(torch.zeros(len(grid), 1)).log_prob(grid.unsqueeze(-1)).exp()
+    assert torch.trapezoid(mass, grid).item() == pytest.approx(0.5, abs=1e-6)  # not 1
+
+
+def test_the_grey_cross_entropy_pair_takes_grey_pixels_and_refuses_pixels_outside_0_1():
+    torch.manual_seed(0)
+    model = make_model("m2", likelihood="grey_cross_entropy", **KW)
+    guide = make_guide("m2", **KW)
+    x = torch.rand(5, 6)
+    assert check_pair(model, guide, x).latent == ("z",)
+    loss = SemiSupervisedELBO(alpha=0.0).differentiable_loss(model, guide, x)
+    assert torch.isfinite(loss) and loss.requires_grad
+    with pytest.raises(DataError, match="outside the support"):
+        check_pair(model, guide, x * 255)
