@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -76,12 +77,13 @@ def run_example(folder: Path, labels: int, epochs: int, seed: int, log: Path) ->
     cmd = [sys.executable, "ss_vae_M2.py", "--seed", str(seed), "-n", str(epochs),
            "-sup", str(labels), *SETTINGS]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    with open(log, "w") as out:  # written as it runs, so that a long run can be read
+        proc = subprocess.run(cmd, cwd=folder, stdout=out, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
     seconds = time.perf_counter() - start
-    log.write_text(proc.stdout + proc.stderr)
     if proc.returncode:
         raise SystemExit(f"error: Pyro's example exited {proc.returncode}; see {log}")
-    valid, curve = parse(proc.stdout)
+    valid, curve = parse(log.read_text())
     if len(curve) != epochs:
         raise SystemExit(f"error: found {len(curve)} epoch lines in {log}, expected {epochs}")
     return {"labels": labels, "epochs": epochs, "seed": seed, "accuracy": curve,
