@@ -55,3 +55,34 @@ def test_imputation_paired_differences_use_only_shared_masks(tmp_path):
     row = imputation.paired(tmp_path, against=("mice", "missforest")).splitlines()[-1]
     # differences -0.1 and +0.1: mean 0, sd 0.1, lower on 1 of 2; missForest never ran
     assert row == "| iris | 30% | +0.000 ± 0.100 (lower on 1 of 2) | not run |"
+
+
+def test_m2_table_reports_test_accuracy_at_the_best_validation_epoch(monkeypatch):
+    """Choose on validation, report on test: the example's "corresponding testing accuracy",
+    the first epoch of highest validation accuracy, never the best test epoch."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its provenance module
+    m2 = script("m2")
+    runs = [{"labels": 100, "seed": s, "settings": "lr 0.003", "seconds": 1.0,
+             "accuracy": acc, "valid_accuracy": val}
+            for s, acc, val in ((0, [0.50, 0.90, 0.70, 0.60], [0.5, 0.6, 0.8, 0.8]),
+                                (1, [0.40, 0.55, 0.95, 0.65], [0.9, 0.7, 0.8, 0.85]),
+                                (2, [0.30, 0.45, 0.52, 0.62], [0.1, 0.2, 0.3, 0.4]))]
+    assert [m2.chosen(r) for r in runs] == [(0.70, 3), (0.40, 1), (0.62, 4)]
+    assert m2.chosen({"accuracy": [0.5], "valid_accuracy": []}) is None
+    text = m2.table(runs, [])
+    assert "| 0.7000 (3) |" in text and "| 0.4000 (1) |" in text
+    assert "| 3 | 0.6233 ± 0.0252 | 0.5733 ± 0.1553 |" in text
+
+
+def test_m2_refuses_training_flags_with_ours(tmp_path, capsys, monkeypatch):
+    """With --ours the runs are read from files: a training flag would do nothing."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    m2 = script("m2")
+    saved = tmp_path / "run.json"
+    saved.write_text("[]")
+    for flags, named in ((["--lr", "1e-3"], "--lr is a training flag"),
+                         (["--grey", "--seeds", "0,1"], "--seeds, --grey are training flags")):
+        with pytest.raises(SystemExit) as stop:
+            m2.main(["--ours", str(saved), *flags])
+        assert stop.value.code == 2
+        assert named in capsys.readouterr().err
