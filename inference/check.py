@@ -200,3 +200,16 @@ def check_support(name: str, support: constraints.Constraint, value: torch.Tenso
                         f"or use a continuous likelihood such as gaussian_mlp")
     raise DataError(f"{count} lie outside the support {base} of the likelihood (e.g. "
                     f"{example:g} at index {first})")
+
+
+def non_density_site(model, x: torch.Tensor, y: torch.Tensor | None = None) -> str | None:
+    """The name of an observed site of ``model`` whose distribution declares itself not a
+    density (``is_density = False``, as :class:`models.distributions.GreyCrossEntropy`), or
+    None. Its ELBO is then a training objective, not a bound on log p(x)."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        tr = _trace(program(model, "model"), x, y, "model")
+    for name, site in _sample_sites(tr).items():
+        if site["is_observed"] and getattr(site["fn"], "is_density", True) is False:
+            return name
+    return None
+

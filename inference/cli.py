@@ -199,6 +199,10 @@ def final_line(metrics: dict, out: Path, unit: str = "image") -> str:
     if "test_uniform_prior" in metrics:
         fitted = metrics["prior"]["epochs"]
         which += f", and its code prior fitted for {fitted} epoch{'s' * (fitted != 1)}"
+    if metrics.get("elbo_is_bound") is False:  # grey_cross_entropy: not a density
+        return (f"final test objective (an ELBO with a cross-entropy likelihood, not a bound on "
+                f"log p(x)): {metrics['test_elbo']:.2f} per {unit}, with {which}; run saved "
+                f"in {out}")
     return (f"final test ELBO: {metrics['test_elbo']:.2f} nats per {unit}, with {which}; run "
             f"saved in {out}")
 

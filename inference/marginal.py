@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from inference.capture import Captured
+from inference.check import non_density_site
 from inference.data import as_data
 from inference.diagnostics import psis_khat
 from inference.plates import whole_plates
@@ -185,6 +186,11 @@ def importance_sample(model, guide, x, *, y=None, num_samples: int = 5000,
                                                empty="importance sampling needs at least "
                                                      "one data point")
     head_x, head_y = data.head(1)
+    refused = non_density_site(model, head_x, head_y)
+    if refused:
+        raise ValueError(f"log p(x) is not defined for this model: its site {refused!r} is "
+                         "scored by a cross-entropy, not a density (grey_cross_entropy); train "
+                         "with likelihood='continuous_bernoulli' to score grey levels")
     batch, chunk = default_sizes(len(data), head_x[0].numel(), num_samples, batch_size,
                                  chunk_size)
     dim = particle_dim(model, guide, head_x, head_y)

@@ -22,6 +22,7 @@ import pyro
 import torch
 
 from guides import GUIDES, make_guide
+from inference.check import non_density_site
 from inference.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -286,6 +287,8 @@ def _finish(config, out, main, model, guide, data, history, saved, figures, logs
                "data": saved["data"], "history": history.records}
     if history.best_epoch is not None:
         metrics["best_valid_elbo"] = history[history.best_epoch - 1]["valid_elbo"]
+    if data["test"] is not None and non_density_site(model, data["test"].head(1)[0]):
+        metrics["elbo_is_bound"] = False  # a cross-entropy likelihood: no bound on log p(x)
     if prior is not None:
         metrics["prior"] = prior
         if "test" in prior:  # the run's bound is the one with its fitted prior

@@ -71,6 +71,7 @@ class GreyCrossEntropy(BernoulliPixels):
     """
 
     support = constraints.independent(constraints.unit_interval, 1)
+    is_density = False  # importance sampling refuses it: log p(x) is not defined
 
     def __init__(self, logits: torch.Tensor, validate_args: bool | None = None):
         super().__init__(logits, validate_args=False)  # grey x is outside Bernoulli's support

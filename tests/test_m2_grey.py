@@ -9,7 +9,9 @@ import torch
 from pyro import poutine
 
 from guides import make_guide
-from inference.check import DataError, check_pair
+from inference import iw_log_likelihood
+from inference.check import DataError, check_pair, non_density_site
+from inference.cli import final_line
 from inference.semisupervised import SemiSupervisedELBO
 from models import make_model
 from models.distributions import GreyCrossEntropy
@@ -127,3 +129,26 @@ def test_the_grey_cross_entropy_pair_takes_grey_pixels_and_refuses_pixels_outsid
     assert torch.isfinite(loss) and loss.requires_grad
     with pytest.raises(DataError, match="outside the support"):
         check_pair(model, guide, x * 255)
+
+
+def test_log_p_x_is_refused_for_the_cross_entropy_and_given_for_the_densities():
+    torch.manual_seed(0)
+    x = torch.rand(3, 6)
+    guide = make_guide("m2", **KW)
+    cross_entropy = make_model("m2", likelihood="grey_cross_entropy", **KW)
+    assert non_density_site(cross_entropy, x) == "x"
+    with pytest.raises(ValueError, match="log p\\(x\\) is not defined for this model: its site "
+                                         "'x' is scored by a cross-entropy"):
+        iw_log_likelihood(cross_entropy, guide, x, num_samples=4)
+    density = make_model("m2", likelihood="continuous_bernoulli", **KW)
+    assert non_density_site(density, x) is None
+    assert non_density_site(make_model("m2", **KW), x.bernoulli()) is None
+    assert torch.isfinite(iw_log_likelihood(density, guide, x, num_samples=4)).all()
+
+
+def test_vae_trains_last_line_does_not_call_a_cross_entropy_objective_an_elbo(tmp_path):
+    metrics = {"epochs": 2, "best_epoch": 2, "test_elbo": -90.5}
+    assert final_line(metrics, tmp_path).startswith("final test ELBO: -90.50 nats per image")
+    said = final_line({**metrics, "elbo_is_bound": False}, tmp_path)
+    assert said.startswith("final test objective (an ELBO with a cross-entropy likelihood, not a "
+                           "bound on log p(x)): -90.50 per image") and "nats" not in said
