@@ -33,6 +33,7 @@ from provenance import write_table
 from guides import make_guide
 from inference import fit, load_dataset
 from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, TwinStepAdam, accuracy
+from inference.train import cosine_schedule
 from models import make_model
 
 #: --grey's likelihoods of the m2 model, in words.
@@ -67,8 +68,10 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
             print(f"  epoch {len(curve)}: test {curve[-1]:.4f}"
                   + (f", validation {checks[-1]:.4f}" if checks else ""), flush=True)
 
+    schedule = cosine_schedule(args.epochs) if args.schedule == "cosine" else None
     fit(model, guide, data, loss=SemiSupervisedELBO(alpha=args.alpha), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False, train_eval_points=0,
+        lr_schedule=schedule,
         optimizer=lambda p: adam(p, lr=args.lr, betas=(args.beta1, 0.999)), on_epoch=score)
     return {"labels": labels, "seed": seed, "accuracy": curve, "valid_accuracy": checks,
             "settings": settings(args),
@@ -81,6 +84,7 @@ def settings(args) -> str:
     out += [f"α {args.alpha:g}"] if args.alpha != 46 else []
     out += [f"hidden {'-'.join(map(str, args.hidden))}"] if list(args.hidden) != [500] else []
     out += ["twin-step Adam"] if args.twin_step_adam else []
+    out += ["cosine lr decay"] if args.schedule == "cosine" else []
     out += [f"grey levels, {GREY[args.grey]}"] if args.grey else []
     out += [f"batch {args.batch_size}"] if args.batch_size != 100 else []
     out += [f"β1 {args.beta1:g}"] if args.beta1 != 0.95 else []
@@ -187,6 +191,10 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=100, help="batch (default 100, Pyro's)")
     p.add_argument("--lr", type=float, default=4.2e-4, help="Adam lr (default 4.2e-4)")
     p.add_argument("--beta1", type=float, default=0.95, help="Adam β1 (default 0.95)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate over the epochs: constant (default, the example's) or "
+                        "cosine decay to nearly 0 in the last epoch "
+                        "(inference.train.cosine_schedule)")
     p.add_argument("--grey", nargs="?", const="continuous_bernoulli", choices=list(GREY),
                    default=None,
                    help="grey-level images (not dynamically binarized) for training and testing, "
@@ -264,8 +272,8 @@ def write(args, ours: list[dict], pyro: list[dict], text: str) -> None:
 
 #: Flags that only train; with --ours (runs read from files) they would do nothing.
 TRAINING = ("labels", "seeds", "unlabelled", "model", "init_std", "alpha", "hidden",
-            "batch_size", "lr", "beta1", "grey", "twin_step_adam", "labelled_every", "valid",
-            "verbose", "out")
+            "batch_size", "lr", "beta1", "schedule", "grey", "twin_step_adam", "labelled_every",
+            "valid", "verbose", "out")
 
 
 def refuse_training_flags(parser: argparse.ArgumentParser, args) -> None:

@@ -192,8 +192,9 @@ def train_parser() -> argparse.ArgumentParser:
     a("--lr", type=float, help="Adam learning rate (default 0.001)")
     a("--adam-eps", type=float, help="Adam epsilon (default 1e-08; the IWAE paper: 1e-4)")
     a("--clip-norm", type=float, help="clip the gradient's norm to this (default: none)")
-    a("--schedule", choices=("constant", "iwae"),
-      help="learning rate per epoch: constant (default) or iwae (3**i epochs at 10**(-i/7))")
+    a("--schedule", choices=("constant", "iwae", "cosine"),
+      help="learning rate per epoch: constant (default), iwae (3**i epochs at 10**(-i/7)) or "
+           "cosine (from --lr down to nearly 0 over --epochs)")
     a("--beta", type=float, help="β-VAE: weight of the KL term in training (default 1.0)")
     a("--anneal", help="KL annealing: none (default), linear:EPOCHS or cyclical:PERIOD[:RATIO]"
                        ", rising to --beta")

@@ -20,7 +20,7 @@ from inference.handlers import parse_anneal
 from inference.miwae import MIWAE
 from inference.objectives import IWAE, STL, DReG, LogWeightObjective
 from inference.semisupervised import SemiSupervisedELBO
-from inference.train import iwae_schedule
+from inference.train import cosine_schedule, iwae_schedule
 from inference.validate import (
     non_negative_float,
     non_negative_int,
@@ -48,7 +48,9 @@ LOSSES: dict[str, type[ELBO]] = {
     "dip2": disentangling.DIPVAE,  # DIP-VAE-II
     "capacity": disentangling.AnnealedCapacity,  # γ |KL − C(t)| (Burgess et al. 2018)
 }
-SCHEDULES = {"constant": None, "iwae": iwae_schedule}
+#: --schedule: the learning-rate factor per epoch, built from the run's --epochs (None: constant).
+SCHEDULES = {"constant": lambda epochs: None, "iwae": lambda epochs: iwae_schedule,
+             "cosine": cosine_schedule}
 # RunConfig fields a resumed run may change; the others must match the saved run.
 RESUMABLE = ("epochs", "device", "patience")
 

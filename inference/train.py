@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from inference.validate import (
 )
 
 __all__ = ["History", "Trainer", "TrainingDiverged", "default_optimizer", "epoch_summary", "fit",
-           "iwae_schedule", "parameters", "read_path", "resolve_device"]
+           "cosine_schedule", "iwae_schedule", "parameters", "read_path", "resolve_device"]
 
 
 def iwae_schedule(epoch: int) -> float:
@@ -42,6 +43,18 @@ def iwae_schedule(epoch: int) -> float:
         stage += 1
         end += 3**stage
     return 10 ** (-stage / 7)
+
+
+def cosine_schedule(epochs: int) -> Callable[[int], float]:
+    """Cosine annealing (Loshchilov & Hutter 2017, SGDR, without restarts), one step per epoch:
+    epoch e = 1, ..., ``epochs`` runs at ½ (1 + cos(π (e − 1) / epochs)) of the base rate,
+    from 1 down to nearly 0 in the last epoch.
+
+    >>> [round(cosine_schedule(4)(e), 3) for e in range(1, 5)]
+    [1.0, 0.854, 0.5, 0.146]
+    """
+    positive_int("epochs", epochs)
+    return lambda epoch: 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
 
 
 def parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:

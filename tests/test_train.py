@@ -229,3 +229,25 @@ def test_the_baseline_and_every_epoch_score_the_same_training_points(binary_x, m
     blank = (scored[0] == 0).all(1)
     assert 3 <= int(blank.sum()) <= 7  # both classes: not the first (all blank) rows
     assert history.initial_elbo < history.train_elbo[0] < history.train_elbo[1]
+
+
+@pytest.mark.parametrize("name", ["constant", "iwae", "cosine"])
+def test_lr_schedules_set_the_optimizers_step_in_every_epoch(binary_x, name):
+    """vae-train's --schedule, read back from the optimizer after each epoch: cosine runs
+    epoch e of 4 at ½ (1 + cos(π (e − 1) / 4)) of --lr; iwae at 10**(-i/7) in stage i."""
+    from inference.config import SCHEDULES
+
+    model, guide = small_pair()
+    made, seen = [], []
+
+    def sgd(params):
+        made.append(torch.optim.SGD(params, lr=1e-4))
+        return made[-1]
+
+    fit(model, guide, binary_x[:48], epochs=4, batch_size=16, optimizer=sgd, progress=False,
+        train_eval_points=0, lr_schedule=SCHEDULES[name](4),
+        on_epoch=lambda record: seen.append(made[0].param_groups[0]["lr"]))
+    step = 10 ** (-1 / 7)
+    factors = {"constant": [1, 1, 1, 1], "iwae": [1, step, step, step],
+               "cosine": [1, 0.5 + 0.5 * 2 ** -0.5, 0.5, 0.5 - 0.5 * 2 ** -0.5]}[name]
+    assert seen == pytest.approx([1e-4 * f for f in factors], rel=1e-12)
