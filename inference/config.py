@@ -48,7 +48,8 @@ LOSSES: dict[str, type[ELBO]] = {
     "dip2": disentangling.DIPVAE,  # DIP-VAE-II
     "capacity": disentangling.AnnealedCapacity,  # γ |KL − C(t)| (Burgess et al. 2018)
 }
-#: --schedule: the learning-rate factor per epoch, built from the run's --epochs (None: constant).
+#: The learning-rate factor per epoch of each --schedule, built from the run's --epochs; None
+#: for constant.
 SCHEDULES = {"constant": lambda epochs: None, "iwae": lambda epochs: iwae_schedule,
              "cosine": cosine_schedule}
 # RunConfig fields a resumed run may change; the others must match the saved run.
