@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import textwrap
 import time
 from pathlib import Path
 
@@ -149,20 +150,21 @@ def figure(rows: list[dict], path: Path) -> Path:
     """Test accuracy against epochs, one line per run, a colour per settings."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.2, 4.2 + 0.35 * len({_name(r) for r in rows})))
     colours: dict[str, str] = {}
     for r in rows:
         name = _name(r)
         first = name not in colours
         colour = colours.setdefault(name, f"C{len(colours)}")
         epochs = range(1, len(r["accuracy"]) + 1)
+        label = textwrap.fill(name.replace("`", ""), 90)  # long settings fit the legend
         ax.plot(epochs, r["accuracy"], "o-", color=colour, alpha=0.8,
-                label=name.replace("`", "") if first else None)
+                label=label if first else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy of q(y | x)")
     epochs = max(len(r["accuracy"]) for r in rows)
     ax.set_xticks(range(1, epochs + 1, max(1, epochs // 10)))  # at most ~10 labels
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below the axes
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
