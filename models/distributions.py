@@ -40,9 +40,9 @@ class BernoulliPixels(dist.Independent):
                          validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None) -> BernoulliPixels:
-        shape = torch.Size(batch_shape) + self.event_shape
-        return BernoulliPixels(self.base_dist.logits.expand(shape),
-                               validate_args=self.base_dist._validate_args)
+        shape = torch.Size(batch_shape) + self.event_shape  # a subclass expands to its own kind
+        return type(self)(self.base_dist.logits.expand(shape),
+                          validate_args=self.base_dist._validate_args)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -75,10 +75,6 @@ class GreyCrossEntropy(BernoulliPixels):
 
     def __init__(self, logits: torch.Tensor, validate_args: bool | None = None):
         super().__init__(logits, validate_args=False)  # grey x is outside Bernoulli's support
-
-    def expand(self, batch_shape, _instance=None) -> GreyCrossEntropy:
-        return GreyCrossEntropy(self.base_dist.logits.expand(torch.Size(batch_shape)
-                                                             + self.event_shape))
 
 
 def _bernoulli_sum(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
