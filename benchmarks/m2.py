@@ -10,6 +10,9 @@ classifier's cross-entropy on labelled ones), Adam lr 4.2e-4 β1 0.95, batch 100
 accuracy, on which settings are chosen. The labelled batches: ``vae-train``'s default, one
 after every unlabelled batch (``--labelled-every 1``), or the example's, each label once
 per epoch (``--labelled-every 0``: with 100 labels, one labelled batch in 500).
+``--labelled-weight epoch`` weighs the labelled ELBO by 1/(passes over the labels per
+epoch), so that served 500 times an epoch the 100 labelled images weigh in the generative
+model's gradient as each unlabelled one does (the classification term keeps its α).
 ``--twin-step-adam`` adds the example's extra zero-gradient Adam step
 (:class:`inference.semisupervised.TwinStepAdam`); ``--model conditional_mlp --init-std
 none`` gives the pair with PyTorch's default initialisation.
@@ -70,7 +73,10 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
                   + (f", validation {checks[-1]:.4f}" if checks else ""), flush=True)
 
     schedule = cosine_schedule(args.epochs) if args.schedule == "cosine" else None
-    fit(model, guide, data, loss=SemiSupervisedELBO(alpha=args.alpha), epochs=args.epochs,
+    weight = (1 / data.labelled_passes(args.batch_size) if args.labelled_weight == "epoch"
+              else float(args.labelled_weight))
+    loss = SemiSupervisedELBO(alpha=args.alpha, labelled_weight=weight)
+    fit(model, guide, data, loss=loss, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False, train_eval_points=0,
         lr_schedule=schedule,
         optimizer=lambda p: adam(p, lr=args.lr, betas=(args.beta1, 0.999)), on_epoch=score)
@@ -91,6 +97,7 @@ def settings(args) -> str:
     out += [f"β1 {args.beta1:g}"] if args.beta1 != 0.95 else []
     out += [f"{args.unlabelled} unlabelled points"] if args.unlabelled else []
     out += [f"a labelled batch every {args.labelled_every}"] if args.labelled_every else []
+    out += [f"labelled ELBO × {args.labelled_weight}"] if args.labelled_weight != "1" else []
     out += [f"{args.valid} held out"] if args.valid else []
     return ", ".join(out)
 
@@ -209,6 +216,10 @@ def main(argv=None) -> None:
     p.add_argument("--labelled-every", type=int, default=1,
                    help="a labelled batch after every N unlabelled ones, cycling the labels "
                         "(default 1, vae-train's); 0: each label once per epoch, as the example")
+    p.add_argument("--labelled-weight", default="1",
+                   help="weight of the labelled ELBO (not of the classification term); 'epoch': "
+                        "1/passes over the labels per epoch, each labelled point's ELBO once "
+                        "per epoch (default 1)")
     p.add_argument("--valid", type=int, default=0,
                    help="training images held out for validation accuracy, as the example's 10000 "
                         "(default 0)")
@@ -275,7 +286,7 @@ def write(args, ours: list[dict], pyro: list[dict], text: str) -> None:
 #: Flags that only train; with --ours (runs read from files) they would do nothing.
 TRAINING = ("labels", "seeds", "unlabelled", "model", "init_std", "alpha", "hidden",
             "batch_size", "lr", "beta1", "schedule", "grey", "twin_step_adam", "labelled_every",
-            "valid", "verbose", "out")
+            "labelled_weight", "valid", "verbose", "out")
 
 
 def refuse_training_flags(parser: argparse.ArgumentParser, args) -> None:

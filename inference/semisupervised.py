@@ -54,11 +54,21 @@ class SemiSupervisedELBO(DifferentiableELBO):
     + α Σ_labelled −log q(y | x), with U summed over y by ``TraceEnum_ELBO``.
 
     Pyro's ``ss_vae_M2`` example uses α = 46 ("aux loss multiplier") on batches of 200.
+
+    ``labelled_weight`` multiplies the labelled ELBO −L(x, y) (not the classification term).
+    When labelled batches are served many times per epoch (``labelled_every``), 1/passes
+    (see :meth:`SemiSupervisedData.labelled_passes`) weighs each labelled point's ELBO once
+    per epoch, as in eq. 9's sum over the data set, so the few labelled images do not
+    dominate the generative model's gradient.
     """
 
-    def __init__(self, alpha: float = 46.0, num_particles: int = 1, max_plate_nesting: int = 1):
+    def __init__(self, alpha: float = 46.0, num_particles: int = 1, max_plate_nesting: int = 1,
+                 labelled_weight: float = 1.0):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
-        self.alpha = alpha
+        if not (labelled_weight >= 0 and math.isfinite(labelled_weight)):
+            raise ValueError(f"labelled_weight must be a finite number >= 0, got "
+                             f"{labelled_weight}")
+        self.alpha, self.labelled_weight = alpha, labelled_weight
         self.elbo = TraceEnum_ELBO(num_particles=num_particles,
                                    max_plate_nesting=max_plate_nesting)
 
@@ -68,7 +78,7 @@ class SemiSupervisedELBO(DifferentiableELBO):
         with warnings.catch_warnings():  # a labelled batch has nothing to enumerate
             warnings.filterwarnings("ignore", message=".*no sample sites configured for enum")
             loss = self.elbo.differentiable_loss(model, guide, x, y)
-        return loss + self.alpha * classification_loss(guide, x, y)
+        return self.labelled_weight * loss + self.alpha * classification_loss(guide, x, y)
 
 
 class SemiSupervisedData:
@@ -125,6 +135,17 @@ class SemiSupervisedData:
 
     def head(self, n: int) -> Batch:
         return self.labelled.head(min(n, len(self.labelled)))
+
+    def labelled_passes(self, batch_size: int) -> float:
+        """How many times per epoch a labelled point is served, on average over the labelled
+        points (1 without ``labelled_every``)."""
+        if self.labelled_every is None:
+            return 1.0
+        served = math.ceil(len(self.unlabelled) / batch_size) // self.labelled_every
+        per_pass = math.ceil(len(self.labelled) / batch_size)  # batches in one pass
+        rows = served // per_pass * len(self.labelled) + min(
+            served % per_pass * batch_size, len(self.labelled))
+        return rows / len(self.labelled)
 
     def num_batches(self, batch_size: int) -> int:
         unsup = math.ceil(len(self.unlabelled) / batch_size)

@@ -10,7 +10,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from inference.data import TensorData
-from inference.semisupervised import SemiSupervisedData, TwinStepAdam
+from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, TwinStepAdam
 
 
 def _data(n: int = 50, labels: int = 10) -> SemiSupervisedData:
@@ -34,6 +34,21 @@ def test_a_labelled_batch_follows_every_k_unlabelled_ones_cycling_the_labels():
     labels = torch.cat([y for _, y in served if y is not None])
     truth = dict(zip(data.labelled.x[:, 0].tolist(), data.labelled.y.tolist(), strict=True))
     assert labels.tolist() == [truth[v] for v in labelled.tolist()]  # labels travel with x
+
+
+def test_labelled_passes_count_the_rows_served_per_epoch():
+    data = _data()  # 10 labels in batches of 4 (4 + 4 + 2), 5 labelled batches: 18 rows
+    served = [x for x, y in data.batches(4) if y is not None]
+    assert data.labelled_passes(4) == sum(map(len, served)) / 10 == 1.8
+    assert _data(n=210, labels=10).labelled_passes(10) == 10.0  # 200 unlabelled, every 2
+    once = SemiSupervisedData(data.labelled, data.unlabelled)  # each label once per epoch
+    assert once.labelled_passes(4) == 1.0
+
+
+@pytest.mark.parametrize("weight", [-0.5, float("nan"), float("inf")])
+def test_labelled_weight_must_be_a_finite_non_negative_number(weight):
+    with pytest.raises(ValueError, match="labelled_weight must be a finite number >= 0"):
+        SemiSupervisedELBO(labelled_weight=weight)
 
 
 def test_labelled_every_must_be_positive():

@@ -213,17 +213,18 @@ def m2_log_w(model, guide, x, onehot, eps):
             - normal_lp(z, loc, scale))
 
 
+@pytest.mark.parametrize("weight", [1.0, 0.25])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("labelled", [True, False])
-def test_m2_objective_equals_the_formulas(labelled, k):
-    """Labelled: −ELBO(x, y) + α·(−log q(y | x)); unlabelled: −Σ_y q(y | x) (ELBO(x, y) −
-    log q(y | x)), the sum over classes exact; K sequential particles averaged."""
+def test_m2_objective_equals_the_formulas(labelled, k, weight):
+    """Labelled: −w·ELBO(x, y) + α·(−log q(y | x)); unlabelled: −Σ_y q(y | x) (ELBO(x, y) −
+    log q(y | x)), the sum over classes exact, w not applied; K sequential particles averaged."""
     model, guide, x, y = m2_pair()
     alpha, classes = 46.0, 4
     params = parameters(model, guide)
     pyro.set_rng_seed(SEED)
-    loss = SemiSupervisedELBO(alpha=alpha, num_particles=k).differentiable_loss(
-        model, guide, x, y if labelled else None)
+    objective = SemiSupervisedELBO(alpha=alpha, num_particles=k, labelled_weight=weight)
+    loss = objective.differentiable_loss(model, guide, x, y if labelled else None)
     got = grads(loss, params)
     torch.manual_seed(SEED)
     log_qy = torch.log_softmax(guide.classifier(x), -1)  # (N, C)
@@ -232,7 +233,7 @@ def test_m2_objective_equals_the_formulas(labelled, k):
         if labelled:
             onehot = torch.nn.functional.one_hot(y, classes).double()  # (N, C)
             log_w = m2_log_w(model, guide, x, onehot, torch.randn(5, 3, dtype=torch.float64))
-            want = want - log_w.sum() / k
+            want = want - weight * log_w.sum() / k
         else:
             onehot = torch.eye(classes, dtype=torch.float64).unsqueeze(1).expand(-1, 5, -1)
             log_w = m2_log_w(model, guide, x, onehot,
