@@ -191,6 +191,8 @@ def train_parser() -> argparse.ArgumentParser:
     a("--batch-size", type=int, help="default 128")
     a("--lr", type=float, help="Adam learning rate (default 0.001)")
     a("--adam-eps", type=float, help="Adam epsilon (default 1e-08; the IWAE paper: 1e-4)")
+    a("--adam-beta1", type=float, help="Adam β1, its first moment's decay (default 0.9; Pyro's "
+                                       "ss_vae_M2 example: 0.95)")
     a("--clip-norm", type=float, help="clip the gradient's norm to this (default: none)")
     a("--schedule", choices=("constant", "iwae", "cosine"),
       help="learning rate per epoch: constant (default), iwae (3**i epochs at 10**(-i/7)) or "

@@ -84,6 +84,7 @@ class RunConfig:
     batch_size: int = 128
     lr: float = 1e-3
     adam_eps: float = 1e-8
+    adam_beta1: float = 0.9  # Adam's β1 (Pyro's ss_vae_M2 example: 0.95)
     clip_norm: float | None = None  # clip the gradient's norm to this
     patience: int | None = None  # stop after this many epochs without a better valid ELBO
     schedule: str = "constant"  # constant, or iwae: Burda et al.'s 3**i epochs at 10**(-i/7)
@@ -129,6 +130,8 @@ class RunConfig:
             positive_int("each hidden width", width)
         positive_float("lr", self.lr)
         positive_float("adam_eps", self.adam_eps)
+        if non_negative_float("adam_beta1", self.adam_beta1) >= 1:
+            raise ValueError(f"adam_beta1 must be below 1, got {self.adam_beta1!r}")
         non_negative_float("beta", self.beta)
         non_negative_float("alpha", self.alpha)
         for name in ("model_config", "guide_config", "loss_config"):

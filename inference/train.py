@@ -67,15 +67,16 @@ def parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
     return list(seen.values())
 
 
-def default_optimizer(params, lr: float = 1e-3, eps: float = 1e-8) -> torch.optim.Optimizer:
-    """``fit``'s optimizer: torch's Adam, its fused kernel (one pass over every parameter
-    per step) where the parameters' device and dtypes allow it, the loop of tensors
+def default_optimizer(params, lr: float = 1e-3, eps: float = 1e-8,
+                      beta1: float = 0.9) -> torch.optim.Optimizer:
+    """``fit``'s optimizer: torch's Adam (β2 0.999), its fused kernel (one pass over every
+    parameter per step) where the parameters' device and dtypes allow it, the loop of tensors
     (foreach) otherwise. Both compute Adam's update; they differ only in float rounding."""
-    params = list(params)
+    params, betas = list(params), (beta1, 0.999)
     try:
-        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+        return torch.optim.Adam(params, lr=lr, eps=eps, betas=betas, fused=True)
     except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not take
-        return torch.optim.Adam(params, lr=lr, eps=eps)
+        return torch.optim.Adam(params, lr=lr, eps=eps, betas=betas)
 
 
 def fit(model, guide, train: Any, *, valid: Any = None, test: Any = None,

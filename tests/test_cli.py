@@ -190,3 +190,15 @@ def test_list_prints_each_description_as_a_whole_sentence(capsys):
         assert description.endswith((".", ").")), (name, description)
     assert entries["code_prior"].endswith("Esser et al. 2021 a transformer).")
     assert "ConditionalMLP" in entries["m2"] and ":class:" not in text and "``" not in text
+
+
+def test_adam_beta1_reaches_the_optimizer_and_bad_values_are_refused(tmp_path, capsys):
+    for beta1, name in ((0.95, "example"), (None, "default")):
+        argv = [*FAST, "--no-figures", "--no-tensorboard", "--out", str(tmp_path / name)]
+        assert train_main(argv + (["--adam-beta1", str(beta1)] if beta1 else [])) == 0
+        state = load_checkpoint(tmp_path / name / "checkpoint.pt")
+        assert state["optimizer"]["param_groups"][0]["betas"] == (beta1 or 0.9, 0.999)
+    for bad, words in (("1", "must be below 1, got 1.0"), ("-0.1", "must be a finite number ≥ 0"),
+                       ("nan", "must be a finite number ≥ 0, got nan")):
+        err = _error([*FAST, "--adam-beta1", bad, "--out", str(tmp_path / bad)], capsys)
+        assert f"adam_beta1 {words}" in err, err
