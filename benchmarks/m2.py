@@ -129,7 +129,8 @@ def chosen(r: dict) -> tuple[float, int] | None:
 def table(ours: list[dict], pyro: list[dict]) -> str:
     """Markdown: one row per run (settings, labels, seed), accuracy after each epoch, the
     test accuracy at the best validation epoch, then the mean ± sd over seeds of the last
-    epoch and of the test accuracy so chosen, for each settings and label count."""
+    epoch and of the test accuracy so chosen, for each settings and label count, beside
+    Pyro's tutorial's figure for that label count when the runs are 50 epochs (its budget)."""
     rows = ours + pyro
     epochs = max(len(r["accuracy"]) for r in rows)
     head = "| run | labels | seed | " + " | ".join(f"epoch {e + 1}" for e in range(epochs))
@@ -142,14 +143,16 @@ def table(ours: list[dict], pyro: list[dict]) -> str:
                      + f" | {f'{valid[-1]:.4f}' if valid else '–'} | "
                      + (f"{pick[0]:.4f} ({pick[1]})" if pick else "–") + f" | {r['seconds']:.0f} |")
     lines += ["", "| run | labels | seeds | last epoch, mean ± sd | test at best validation, "
-              "mean ± sd |", "|---|---|---|---|---|"]
+              "mean ± sd | Pyro's tutorial (50 epochs, 5 label draws) |", "|---" * 6 + "|"]
     groups = dict.fromkeys((_name(r), r["labels"]) for r in rows)
     for name, labels in groups:
         group = [r for r in rows if (_name(r), r["labels"]) == (name, labels)]
         picks = [chosen(r) for r in group]
         at_best = _mean_sd([p[0] for p in picks]) if all(picks) else "–"
+        tutorial = PYRO_TUTORIAL.get(labels) if epochs == 50 else None  # its budget only
         lines.append(f"| {name} | {labels} | {len(group)} | "
-                     f"{_mean_sd([r['accuracy'][-1] for r in group])} | {at_best} |")
+                     f"{_mean_sd([r['accuracy'][-1] for r in group])} | {at_best} | "
+                     + (f"{tutorial:.4f} |" if tutorial else "– |"))
     return "\n".join(lines)
 
 

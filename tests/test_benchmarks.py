@@ -71,7 +71,9 @@ def test_m2_table_reports_test_accuracy_at_the_best_validation_epoch(monkeypatch
     assert m2.chosen({"accuracy": [0.5], "valid_accuracy": []}) is None
     text = m2.table(runs, [])
     assert "| 0.7000 (3) |" in text and "| 0.4000 (1) |" in text
-    assert "| 3 | 0.6233 ± 0.0252 | 0.5733 ± 0.1553 |" in text
+    assert "| 3 | 0.6233 ± 0.0252 | 0.5733 ± 0.1553 | – |" in text  # 4 epochs: no tutorial
+    fifty = [{**runs[0], "labels": 600, "accuracy": [0.9] * 50, "valid_accuracy": [0.8] * 50}]
+    assert "| 600 | 1 | 0.9000 | 0.9000 | 0.9437 |" in m2.table(fifty, [])
 
 
 def test_m2_refuses_training_flags_with_ours(tmp_path, capsys, monkeypatch):
