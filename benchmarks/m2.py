@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import textwrap
 import time
@@ -100,6 +101,17 @@ def settings(args) -> str:
     out += [f"labelled ELBO × {args.labelled_weight}"] if args.labelled_weight != "1" else []
     out += [f"{args.valid} held out"] if args.valid else []
     return ", ".join(out)
+
+
+def _weight(text: str) -> str:
+    """--labelled-weight: 'epoch' or a number ≥ 0, kept as written (it names the run)."""
+    try:
+        ok = text == "epoch" or (math.isfinite(float(text)) and float(text) >= 0)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'epoch' nor a number ≥ 0")
+    return text
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -219,7 +231,7 @@ def main(argv=None) -> None:
     p.add_argument("--labelled-every", type=int, default=1,
                    help="a labelled batch after every N unlabelled ones, cycling the labels "
                         "(default 1, vae-train's); 0: each label once per epoch, as the example")
-    p.add_argument("--labelled-weight", default="1",
+    p.add_argument("--labelled-weight", default="1", type=_weight,
                    help="weight of the labelled ELBO (not of the classification term); 'epoch': "
                         "1/passes over the labels per epoch, each labelled point's ELBO once "
                         "per epoch (default 1)")

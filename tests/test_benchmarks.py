@@ -82,6 +82,11 @@ def test_m2_refuses_training_flags_with_ours(tmp_path, capsys, monkeypatch):
     m2 = script("m2")
     saved = tmp_path / "run.json"
     saved.write_text("[]")
+    for bad in ("abc", "inf", "-1"):
+        with pytest.raises(SystemExit) as stop:
+            m2.main(["--labelled-weight", bad])
+        assert stop.value.code == 2
+        assert "is neither 'epoch' nor a number ≥ 0" in capsys.readouterr().err
     for flags, named in ((["--lr", "1e-3"], "--lr is a training flag"),
                          (["--grey", "--seeds", "0,1"], "--seeds, --grey are training flags")):
         with pytest.raises(SystemExit) as stop:

@@ -45,9 +45,9 @@ def test_labelled_passes_count_the_rows_served_per_epoch():
     assert once.labelled_passes(4) == 1.0
 
 
-@pytest.mark.parametrize("weight", [-0.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("weight", [-0.5, float("nan"), float("inf"), "0.5", True])
 def test_labelled_weight_must_be_a_finite_non_negative_number(weight):
-    with pytest.raises(ValueError, match="labelled_weight must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="labelled_weight must be a finite number ≥ 0"):
         SemiSupervisedELBO(labelled_weight=weight)
 
 
