@@ -169,13 +169,19 @@ def table(ours: list[dict], pyro: list[dict]) -> str:
 
 
 def figure(rows: list[dict], path: Path) -> Path:
-    """Test accuracy against epochs, one line per run, a colour per settings."""
+    """Test accuracy against epochs, one line per run, a colour per settings and, when the
+    runs differ in it, label count."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.2, 4.2 + 0.35 * len({_name(r) for r in rows})))
+    counts = len({r["labels"] for r in rows}) > 1
+
+    def key(r: dict) -> str:
+        return _name(r) + (f", {r['labels']} labels" if counts else "")
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.2 + 0.35 * len({key(r) for r in rows})))
     colours: dict[str, str] = {}
     for r in rows:
-        name = _name(r)
+        name = key(r)
         first = name not in colours
         colour = colours.setdefault(name, f"C{len(colours)}")
         epochs = range(1, len(r["accuracy"]) + 1)
