@@ -140,19 +140,20 @@ class SemiSupervisedData:
     def labelled_passes(self, batch_size: int) -> float:
         """How many times per epoch a labelled point is served, on average over the labelled
         points (1 without ``labelled_every``)."""
-        if self.labelled_every is None:
-            return 1.0
-        served = math.ceil(len(self.unlabelled) / batch_size) // self.labelled_every
-        per_pass = math.ceil(len(self.labelled) / batch_size)  # batches in one pass
+        served, per_pass = self._labelled_batches(batch_size), math.ceil(
+            len(self.labelled) / batch_size)  # labelled batches per epoch, per pass
         rows = served // per_pass * len(self.labelled) + min(
             served % per_pass * batch_size, len(self.labelled))
         return rows / len(self.labelled)
 
-    def num_batches(self, batch_size: int) -> int:
-        unsup = math.ceil(len(self.unlabelled) / batch_size)
+    def _labelled_batches(self, batch_size: int) -> int:
+        """Labelled batches served per epoch."""
         if self.labelled_every is not None:
-            return unsup + unsup // self.labelled_every
-        return unsup + math.ceil(len(self.labelled) / batch_size)
+            return math.ceil(len(self.unlabelled) / batch_size) // self.labelled_every
+        return math.ceil(len(self.labelled) / batch_size)
+
+    def num_batches(self, batch_size: int) -> int:
+        return math.ceil(len(self.unlabelled) / batch_size) + self._labelled_batches(batch_size)
 
     def batches(self, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[Batch]:
