@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import textwrap
 import time
@@ -39,6 +38,7 @@ from guides import make_guide
 from inference import fit, load_dataset
 from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, TwinStepAdam, accuracy
 from inference.train import cosine_schedule
+from inference.validate import non_negative_float
 from models import make_model
 
 #: --grey's likelihoods of the m2 model, in words.
@@ -104,13 +104,14 @@ def settings(args) -> str:
 
 
 def _weight(text: str) -> str:
-    """--labelled-weight: 'epoch' or a number ≥ 0, kept as written (it names the run)."""
+    """--labelled-weight: 'epoch' or a finite number ≥ 0 (the lab's check), kept as written
+    (it names the run)."""
     try:
-        ok = text == "epoch" or (math.isfinite(float(text)) and float(text) >= 0)
+        if text != "epoch":
+            non_negative_float("--labelled-weight", float(text))
     except ValueError:
-        ok = False
-    if not ok:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither 'epoch' nor a number ≥ 0")
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'epoch' nor a number ≥ 0"
+                                         ) from None
     return text
 
 
