@@ -58,7 +58,7 @@ def run(labels: int, seed: int, args, train, test, valid=None) -> dict:
     torch.manual_seed(seed)
     init = {} if args.init_std == "default" else {
         "init_std": None if args.init_std == "none" else float(args.init_std)}
-    hidden = {"hidden": tuple(args.hidden)}
+    hidden = {"hidden": tuple(args.hidden), "z_dim": args.z_dim}
     grey = {"likelihood": args.grey} if args.grey else {}
     model = make_model(args.model, **hidden, **grey, **(init if args.model == "m2" else {}))
     guide = make_guide("m2", **hidden, **init)
@@ -91,6 +91,7 @@ def settings(args) -> str:
     out = [f"lr {args.lr:g}"] if args.lr != 4.2e-4 else []
     out += [f"α {args.alpha:g}"] if args.alpha != 46 else []
     out += [f"hidden {'-'.join(map(str, args.hidden))}"] if list(args.hidden) != [500] else []
+    out += [f"z {args.z_dim}"] if args.z_dim != 50 else []
     out += ["twin-step Adam"] if args.twin_step_adam else []
     out += ["cosine lr decay"] if args.schedule == "cosine" else []
     out += [f"grey levels, {GREY[args.grey]}"] if args.grey else []
@@ -113,6 +114,13 @@ def _weight(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is neither 'epoch' nor a number ≥ 0"
                                          ) from None
     return text
+
+
+def _positive(text: str) -> int:
+    """--z-dim: a whole number ≥ 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
+    return int(text)
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -219,6 +227,8 @@ def main(argv=None) -> None:
                         "(default 46, the example's -alm)")
     p.add_argument("--hidden", type=lambda t: [int(w) for w in t.split(",")], default=[500],
                    help="hidden widths of every network of the pair (default 500, Pyro's)")
+    p.add_argument("--z-dim", type=_positive, default=50,
+                   help="latent dimension of the model and guide (default 50, Pyro's)")
     p.add_argument("--batch-size", type=int, default=100, help="batch (default 100, Pyro's)")
     p.add_argument("--lr", type=float, default=4.2e-4, help="Adam lr (default 4.2e-4)")
     p.add_argument("--beta1", type=float, default=0.95, help="Adam β1 (default 0.95)")
@@ -306,7 +316,7 @@ def write(args, ours: list[dict], pyro: list[dict], text: str) -> None:
 
 
 #: Flags that only train; with --ours (runs read from files) they would do nothing.
-TRAINING = ("labels", "seeds", "unlabelled", "model", "init_std", "alpha", "hidden",
+TRAINING = ("labels", "seeds", "unlabelled", "model", "init_std", "alpha", "hidden", "z_dim",
             "batch_size", "lr", "beta1", "schedule", "grey", "twin_step_adam", "labelled_every",
             "labelled_weight", "valid", "verbose", "out")
 

@@ -76,6 +76,33 @@ def test_m2_table_reports_test_accuracy_at_the_best_validation_epoch(monkeypatch
     assert "| 600 | 1 | 0.9000 | 0.9000 | 0.9437 |" in m2.table(fifty, [])
 
 
+def test_m2_z_dim_reaches_model_and_guide(monkeypatch):
+    """--z-dim is not a flag that does nothing: both nets of the pair get it, and the run's
+    settings name it."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    m2 = script("m2")
+    built = {}
+
+    def capture(kind):
+        def make(name, **kwargs):
+            built[kind] = kwargs
+            raise StopIteration  # enough: the pair was built
+        return make
+
+    monkeypatch.setattr(m2, "make_model", capture("model"))
+    monkeypatch.setattr(m2, "make_guide", capture("guide"))
+    monkeypatch.setattr(m2.SemiSupervisedData, "split", lambda *a, **k: None)
+    args = m2.argparse.Namespace(labelled_every=1, unlabelled=None, init_std="default",
+                                 hidden=[500], z_dim=7, grey=None, model="m2")
+    with pytest.raises(StopIteration):
+        m2.run(100, 0, args, None, None)
+    assert built["model"]["z_dim"] == 7
+    monkeypatch.setattr(m2, "make_model", lambda name, **kwargs: None)
+    with pytest.raises(StopIteration):
+        m2.run(100, 0, args, None, None)
+    assert built["guide"]["z_dim"] == 7
+
+
 def test_m2_refuses_training_flags_with_ours(tmp_path, capsys, monkeypatch):
     """With --ours the runs are read from files: a training flag would do nothing."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
@@ -87,7 +114,13 @@ def test_m2_refuses_training_flags_with_ours(tmp_path, capsys, monkeypatch):
             m2.main(["--labelled-weight", bad])
         assert stop.value.code == 2
         assert "is neither 'epoch' nor a number ≥ 0" in capsys.readouterr().err
+    for bad in ("0", "x", "-3", "2.5"):
+        with pytest.raises(SystemExit) as stop:
+            m2.main(["--z-dim", bad])
+        assert stop.value.code == 2
+        assert "is not a whole number ≥ 1" in capsys.readouterr().err
     for flags, named in ((["--lr", "1e-3"], "--lr is a training flag"),
+                         (["--z-dim", "10"], "--z-dim is a training flag"),
                          (["--grey", "--seeds", "0,1"], "--seeds, --grey are training flags")):
         with pytest.raises(SystemExit) as stop:
             m2.main(["--ours", str(saved), *flags])
