@@ -311,8 +311,8 @@ def write(args, ours: list[dict], pyro: list[dict], text: str) -> None:
         budget = (f"{args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr} β1 "
                   f"{args.beta1}, {capped}" + (f", {settings(args)}" if settings(args) else ""))
     seeds = ",".join(map(str, sorted({r["seed"] for r in ours + pyro})))
-    write_table(args.table, text, seeds=seeds,
-                budget=budget + "; Pyro's example at the same epochs and its documented settings")
+    peer = "; Pyro's example at the same epochs and its documented settings" if pyro else ""
+    write_table(args.table, text, seeds=seeds, budget=budget + peer)
 
 
 #: Flags that only train; with --ours (runs read from files) they would do nothing.
