@@ -38,7 +38,7 @@ from guides import make_guide
 from inference import fit, load_dataset
 from inference.semisupervised import SemiSupervisedData, SemiSupervisedELBO, TwinStepAdam, accuracy
 from inference.train import cosine_schedule
-from inference.validate import non_negative_float
+from inference.validate import non_negative_float, positive_int
 from models import make_model
 
 #: --grey's likelihoods of the m2 model, in words.
@@ -117,10 +117,11 @@ def _weight(text: str) -> str:
 
 
 def _positive(text: str) -> int:
-    """--z-dim: a whole number ≥ 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
-    return int(text)
+    """--z-dim: a whole number ≥ 1 (the lab's check)."""
+    try:
+        return positive_int("--z-dim", int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1") from None
 
 
 def _mean_sd(values: list[float]) -> str:
