@@ -83,24 +83,21 @@ def test_m2_z_dim_reaches_model_and_guide(monkeypatch):
     m2 = script("m2")
     built = {}
 
-    def capture(kind):
-        def make(name, **kwargs):
-            built[kind] = kwargs
-            raise StopIteration  # enough: the pair was built
-        return make
+    def make_guide(name, **kwargs):
+        built["guide"] = kwargs
+        raise StopIteration  # enough: the pair was built
 
-    monkeypatch.setattr(m2, "make_model", capture("model"))
-    monkeypatch.setattr(m2, "make_guide", capture("guide"))
+    monkeypatch.setattr(m2, "make_model", lambda name, **kwargs: built.setdefault("model", kwargs))
+    monkeypatch.setattr(m2, "make_guide", make_guide)
     monkeypatch.setattr(m2.SemiSupervisedData, "split", lambda *a, **k: None)
-    args = m2.argparse.Namespace(labelled_every=1, unlabelled=None, init_std="default",
-                                 hidden=[500], z_dim=7, grey=None, model="m2")
+    args = m2.argparse.Namespace(
+        labelled_every=1, unlabelled=None, init_std="default", hidden=[500], z_dim=7, grey=None,
+        model="m2", lr=4.2e-4, alpha=46, twin_step_adam=False, schedule="constant",
+        batch_size=100, beta1=0.95, labelled_weight="1", valid=0)
     with pytest.raises(StopIteration):
         m2.run(100, 0, args, None, None)
-    assert built["model"]["z_dim"] == 7
-    monkeypatch.setattr(m2, "make_model", lambda name, **kwargs: None)
-    with pytest.raises(StopIteration):
-        m2.run(100, 0, args, None, None)
-    assert built["guide"]["z_dim"] == 7
+    assert built["model"]["z_dim"] == built["guide"]["z_dim"] == 7
+    assert m2.settings(args) == "z 7, a labelled batch every 1"
 
 
 def test_m2_refuses_training_flags_with_ours(tmp_path, capsys, monkeypatch):
